@@ -1,0 +1,20 @@
+"""The unedited model as an editor, so the pre-edit row goes through exactly the same harness path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .editor import Editor
+from .registry import register_editor
+from .requests import EditRequest
+
+
+@register_editor("none")
+class UneditedEditor(Editor):
+    """Ignores every edit: its scores are the pre-edit baseline (row ``none``)."""
+
+    def edit(self, request: EditRequest) -> dict[str, Any]:
+        return {"iterations": 0}
+
+    def reset(self) -> None:
+        pass

@@ -1,0 +1,193 @@
+"""The ``Editor`` contract every editing method implements.
+
+An editor owns a frozen base model and some edit state (a memory, a codebook, changed weights). The harness
+only ever talks to it through this class: :meth:`edit` one request at a time, :meth:`logits` and
+:meth:`generate` for scoring, :meth:`state_dict`/:meth:`load_state_dict` for saving, :meth:`reset`.
+
+Per-row routing: scorers hand over a :class:`~editkit.batching.PromptBatch` that carries each row's
+prompt boundary. A routing method overrides :meth:`routing`, a context manager inside which the model's
+forward passes apply its per-row decision (taken from the prompt tokens of each row). :meth:`generate`
+runs its whole KV-cache decoding loop inside one ``routing`` context, so a decision taken in the prefill
+pass (where the prompt is visible) stays fixed for every generated token.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .batching import PromptBatch
+from .errors import ConfigError, EditkitError
+from .requests import EditRequest
+
+STATE_TENSORS = "state.safetensors"
+STATE_META = "state.json"
+
+
+@dataclass
+class EditorConfig:
+    """Base of every method's hyper-parameter dataclass; defaults are the official ones."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def override(self, **values: Any) -> "EditorConfig":
+        """A copy with ``values`` set; strings (from ``--set key=value``) are parsed to the field's type."""
+        known = {f.name: f for f in fields(self)}
+        data = self.to_dict()
+        for key, raw in values.items():
+            if key not in known:
+                raise ConfigError(
+                    f"{type(self).__name__} has no option '{key}'; options: {', '.join(sorted(known))}"
+                )
+            data[key] = _coerce(raw, data[key], key) if isinstance(raw, str) else raw
+        return type(self)(**data)
+
+
+def _coerce(raw: str, current: Any, key: str) -> Any:
+    """Parse a command-line string using the current value's type (or JSON when the type is unclear)."""
+    text = raw.strip()
+    try:
+        if isinstance(current, bool):
+            lowered = text.lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(text)
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+        if isinstance(current, str):
+            return text
+        if text.lower() in {"none", "null"}:
+            return None
+        return json.loads(text)
+    except (ValueError, json.JSONDecodeError):
+        if current is None:
+            return text
+        raise ConfigError(f"option '{key}': cannot read '{raw}' as {type(current).__name__}") from None
+
+
+class Editor(ABC):
+    """Abstract editor. Subclasses set ``config_class`` and implement :meth:`edit` and :meth:`reset`."""
+
+    config_class: ClassVar[type[EditorConfig]] = EditorConfig
+    #: set by :func:`editkit.registry.register_editor`
+    name: ClassVar[str] = ""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, config: EditorConfig | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config if config is not None else self.config_class()
+        if not isinstance(self.config, self.config_class):
+            raise ConfigError(f"{type(self).__name__} expects a {self.config_class.__name__}")
+
+    # ------------------------------------------------------------------ editing
+    @abstractmethod
+    def edit(self, request: EditRequest) -> dict[str, Any]:
+        """Apply one edit on top of all earlier ones; return its stats (iterations, loss, seconds...)."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget every edit: afterwards the editor behaves exactly like the unedited model."""
+
+    # ---------------------------------------------------------------- inference
+    @contextmanager
+    def routing(self, batch: PromptBatch) -> Iterator[None]:
+        """Apply this editor's per-row routing to every forward pass inside the block (default: none)."""
+        yield
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def logits(self, batch: PromptBatch) -> torch.Tensor:
+        """[B, T, V] logits for the whole batch, with routing decided per row from its prompt."""
+        batch = batch.to(self.device)
+        with self.routing(batch):
+            out = self.model(
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                position_ids=batch.position_ids,
+                use_cache=False,
+            )
+        return out.logits
+
+    @torch.no_grad()
+    def generate(self, batch: PromptBatch, max_new_tokens: int) -> torch.Tensor:
+        """Greedy continuation, [B, max_new_tokens], decoded with a KV cache under one routing context.
+
+        Needs a left-padded batch so that every row's next token goes at the same column. Decoding never
+        stops early: exact-match scoring compares a fixed number of tokens.
+        """
+        if batch.padding_side != "left":
+            raise ValueError("generate() needs a left-padded PromptBatch")
+        batch = batch.to(self.device)
+        attention = batch.attention_mask
+        positions = batch.position_ids
+        tokens: list[torch.Tensor] = []
+        with self.routing(batch):
+            out = self.model(
+                input_ids=batch.input_ids, attention_mask=attention, position_ids=positions, use_cache=True
+            )
+            for step in range(max_new_tokens):
+                next_token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
+                tokens.append(next_token)
+                if step == max_new_tokens - 1:
+                    break
+                attention = torch.cat([attention, torch.ones_like(next_token)], dim=1)
+                positions = positions[:, -1:] + 1
+                out = self.model(
+                    input_ids=next_token,
+                    attention_mask=attention,
+                    position_ids=positions,
+                    past_key_values=out.past_key_values,
+                    use_cache=True,
+                )
+        if not tokens:
+            return batch.input_ids.new_zeros((len(batch), 0))
+        return torch.cat(tokens, dim=1)
+
+    # -------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The edit state only (never the base weights): memories, masks, codebooks, changed weights."""
+        return {}
+
+    def state_metadata(self) -> dict[str, Any]:
+        """JSON-serialisable part of the edit state (counters, key labels, thresholds...)."""
+        return {}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
+        """Restore a state saved by :meth:`state_dict`/:meth:`state_metadata`; logits must match exactly."""
+        if tensors:
+            raise EditkitError(f"{type(self).__name__} has no edit state but was given {sorted(tensors)}")
+
+    def save_state(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(tensors, str(directory / STATE_TENSORS))
+        meta = {"editor": self.name, "config": self.config.to_dict(), "state": self.state_metadata()}
+        (directory / STATE_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+    def load_state(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        tensor_file, meta_file = directory / STATE_TENSORS, directory / STATE_META
+        for f in (tensor_file, meta_file):
+            if not f.is_file():
+                raise EditkitError(f"{f}: no saved editor state here")
+        meta = json.loads(meta_file.read_text())
+        if meta.get("editor") != self.name:
+            raise EditkitError(f"{meta_file}: state of editor '{meta.get('editor')}', not '{self.name}'")
+        tensors = {k: v.to(self.device) for k, v in load_file(str(tensor_file)).items()}
+        self.load_state_dict(tensors, meta.get("state", {}))

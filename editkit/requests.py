@@ -1,0 +1,44 @@
+"""The unit of work every editor, loader and scorer agrees on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """One factual edit: make ``prompt`` continue with ``target``.
+
+    Sequences are tuples so that a request can never be mutated after the stream hash was taken.
+    ``locality`` holds ``(prompt, answer)`` pairs unrelated to the edit whose behaviour must not change.
+    ``irrelevant`` is an unrelated text some methods train against as a negative; loaders fill it from
+    another record's locality pair (never the request's own), so it is fixed by the stream, not the method.
+    """
+
+    id: str
+    prompt: str
+    target: str
+    rephrases: tuple[str, ...] = ()
+    locality: tuple[tuple[str, str], ...] = ()
+    subject: str | None = None
+    irrelevant: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        # Accept lists from callers but store tuples, so equality and hashing behave.
+        object.__setattr__(self, "rephrases", tuple(self.rephrases))
+        object.__setattr__(self, "locality", tuple((str(p), str(a)) for p, a in self.locality))
+
+    def to_json(self) -> dict[str, Any]:
+        """The editkit JSONL schema (the inverse of the ``editkit`` loader)."""
+        return {
+            "id": self.id,
+            "prompt": self.prompt,
+            "target": self.target,
+            "rephrases": list(self.rephrases),
+            "locality": [{"prompt": p, "answer": a} for p, a in self.locality],
+            "subject": self.subject,
+            "irrelevant": self.irrelevant,
+            "meta": dict(self.meta),
+        }

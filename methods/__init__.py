@@ -1,0 +1,5 @@
+"""Built-in editing methods; importing this package registers them (one line per method)."""
+
+from editkit import baseline  # noqa: F401  (the unedited "none" row)
+
+from . import ft  # noqa: F401

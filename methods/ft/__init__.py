@@ -1,0 +1,1 @@
+"""Fine-tuning baseline (ft, ft-l, ft-m)."""
