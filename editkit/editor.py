@@ -13,6 +13,8 @@ pass (where the prompt is visible) stays fixed for every generated token.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
@@ -75,6 +77,18 @@ def _coerce(raw: str, current: Any, key: str) -> Any:
         if current is None:
             return text
         raise ConfigError(f"option '{key}': cannot read '{raw}' as {type(current).__name__}") from None
+
+
+def _cache_kwargs(model: torch.nn.Module, out: Any) -> dict[str, Any]:
+    """Hand the KV cache of ``out`` back to the model under the name its transformers version uses."""
+    cache = out.get("cache") if "cache" in out else out.get("past_key_values")
+    params = _forward_params(type(model))
+    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_params(model_class: type) -> frozenset[str]:
+    return frozenset(inspect.signature(model_class.forward).parameters)
 
 
 class Editor(ABC):
@@ -151,8 +165,8 @@ class Editor(ABC):
                     input_ids=next_token,
                     attention_mask=attention,
                     position_ids=positions,
-                    past_key_values=out.past_key_values,
                     use_cache=True,
+                    **_cache_kwargs(self.model, out),
                 )
         if not tokens:
             return batch.input_ids.new_zeros((len(batch), 0))
