@@ -62,3 +62,31 @@ def tiny_llama(
 
 def tiny_model_and_tokenizer(seed: int = 0):
     return tiny_llama(seed=seed), tiny_tokenizer()
+
+
+class _Output(dict):
+    """Dict-like model output with attribute access, like transformers' ModelOutput."""
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return self["logits"]
+
+
+class BigramModel(torch.nn.Module):
+    """A model whose next-token prediction is a lookup table on the current token.
+
+    Its predictions are set by hand (``table[token] = next``), so scorer arithmetic can be checked on
+    cases whose right answer is known exactly; it needs no cache, because the prediction depends on the
+    last token only.
+    """
+
+    def __init__(self, vocab_size: int = 258, table: torch.Tensor | None = None):
+        super().__init__()
+        initial = table if table is not None else torch.zeros(vocab_size, dtype=torch.long)
+        self.register_buffer("table", initial.clone())
+        self.dummy = torch.nn.Parameter(torch.zeros(1))  # gives the module a device and a parameter
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=False, cache=None, **_):
+        predicted = self.table[input_ids]
+        logits = torch.nn.functional.one_hot(predicted, self.table.numel()).float() + self.dummy
+        return _Output(logits=logits, cache=None)

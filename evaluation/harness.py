@@ -1,0 +1,153 @@
+"""Pushes one stream through an editor under a schedule and scores it with the protocol's scorers.
+
+The harness, not the method, decides when scoring happens, what is scored, how the time of an edit is
+measured and what is written; a method only sees ``edit()`` calls and inference batches.
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import editkit
+from editkit.baseline import UneditedEditor
+from editkit.editor import EditorConfig
+from editkit.registry import EditorSpec
+
+from .schedules import Schedule
+from .scorers import SCORERS, Score, Scorer
+from .store import RunWriter, SummaryRow, summarize, write_json_atomic
+from .streams import Stream
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Harness:
+    """Everything that is the same for every method of a comparison.
+
+    ``model_info``: model id, weights hash, dtype, device. ``dataset_info``: path/name and sha256.
+    """
+
+    model: torch.nn.Module
+    tokenizer: Any
+    stream: Stream
+    schedule: Schedule
+    scorer_names: Sequence[str]
+    model_info: dict[str, Any]
+    dataset_info: dict[str, Any]
+    seed: int = 0
+    batch_size: int = 16
+    progress: bool = True
+    scorers: list[Scorer] = field(init=False)
+
+    def __post_init__(self) -> None:
+        bar = (lambda it: tqdm(it, desc="  scoring", leave=False, unit="batch")) if self.progress else None
+        self.scorers = [SCORERS[name](self.tokenizer, self.batch_size, progress=bar) for name in self.scorer_names]
+        self.plan = self.schedule.plan(len(self.stream))
+        self._prepared = False
+
+    def prepare(self) -> None:
+        """Unedited predictions for every locality set the schedule scores; before any edit, because a
+        fine-tuning editor changes the shared model's weights in place until it is reset."""
+        unedited = UneditedEditor(self.model, self.tokenizer)
+        groups = list(dict.fromkeys(cp.locality for cp in self.plan))
+        for scorer in self.scorers:
+            scorer.prepare(unedited, self.stream.requests, groups)
+        self._prepared = True
+
+    def context(self, method: str) -> dict[str, str]:
+        return {
+            "method": method,
+            "model": str(self.model_info.get("model_id")),
+            "dataset": str(self.dataset_info.get("name")),
+            "stream": self.stream.hash,
+            "schedule": str(self.schedule),
+        }
+
+    def run_config(self, spec: EditorSpec, config: EditorConfig) -> dict[str, Any]:
+        import transformers
+
+        return {
+            "method": spec.name,
+            "editor_class": f"{spec.editor_class.__module__}.{spec.editor_class.__qualname__}",
+            "method_config": config.to_dict(),
+            "model": self.model_info,
+            "dataset": self.dataset_info,
+            "stream_hash": self.stream.hash,
+            "stream_order": self.stream.order,
+            "num_edits": len(self.stream),
+            "seed": self.seed,
+            "schedule": str(self.schedule),
+            "scorers": list(self.scorer_names),
+            "batch_size": self.batch_size,
+            "versions": {
+                "editkit": editkit.__version__,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "python": platform.python_version(),
+            },
+            "command": " ".join(sys.argv),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def run(self, spec: EditorSpec, config: EditorConfig, directory: Path) -> list[SummaryRow]:
+        """Edit the whole stream with one method, scoring at the schedule's checkpoints; always resets."""
+        if not self._prepared:
+            self.prepare()
+        set_seed(self.seed)
+        editor = spec.build(self.model, self.tokenizer, config)
+        context = self.context(spec.name)
+        writer = RunWriter(directory, self.run_config(spec, config), context)
+        checkpoints = {cp.step: cp for cp in self.plan}
+        per_checkpoint = self.schedule.kind != "immediate"
+        scores: list[Score] = []
+        summary: list[SummaryRow] = []
+        requests = self.stream.requests
+        bar = tqdm(requests, desc=f"{spec.name:>8} edits", unit="edit", disable=not self.progress)
+        try:
+            for index, request in enumerate(bar):
+                start = time.perf_counter()
+                stats = dict(editor.edit(request))
+                stats["seconds"] = time.perf_counter() - start
+                writer.edit(index + 1, request.id, stats)
+                checkpoint = checkpoints.get(index + 1)
+                if checkpoint is None:
+                    continue
+                for scorer in self.scorers:
+                    rows = scorer.score(editor, requests, checkpoint.step, checkpoint.edits, checkpoint.locality)
+                    writer.scores(rows)
+                    scores.extend(rows)
+                if per_checkpoint or checkpoint.step == len(requests):
+                    summary = summarize(scores, context, len(requests), per_checkpoint)
+                    writer.summary(summary)
+            editor.save_state(writer.state_dir)
+        finally:
+            bar.close()
+            writer.close()
+            editor.reset()
+        return summary
+
+
+def compare(harness: Harness, runs: Sequence[tuple[EditorSpec, EditorConfig]], directory: Path) -> list[SummaryRow]:
+    """One sub-directory per method plus a combined ``summary.json``, rewritten after every method."""
+    combined: list[SummaryRow] = []
+    harness.prepare()
+    for spec, config in runs:
+        combined += harness.run(spec, config, directory / spec.name)
+        write_json_atomic(directory / "summary.json", [asdict(r) for r in combined])
+    return combined

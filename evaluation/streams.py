@@ -1,0 +1,61 @@
+"""The ordered list of edits every method in a comparison receives, and its fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+from editkit.errors import EditkitError
+from editkit.requests import EditRequest
+
+
+def stream_hash(requests: Sequence[EditRequest]) -> str:
+    """sha256 over ids and every text the protocol reads, in stream order.
+
+    Two runs with equal hashes edited and scored the same requests in the same order, whatever file or
+    loader they came from; meta is left out because no scorer reads it.
+    """
+    digest = hashlib.sha256()
+    for r in requests:
+        record = [r.id, r.prompt, r.target, list(r.rephrases), [list(p) for p in r.locality], r.irrelevant]
+        digest.update(json.dumps(record, ensure_ascii=False).encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Stream:
+    requests: tuple[EditRequest, ...]
+    order: str  # "file" or "shuffle:SEED"
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    @property
+    def hash(self) -> str:
+        return stream_hash(self.requests)
+
+
+def make_stream(requests: Sequence[EditRequest], num_edits: int | None = None, shuffle_seed: int | None = None) -> Stream:
+    """The first ``num_edits`` requests in file order, or of a seeded shuffle of the whole dataset."""
+    pool = list(requests)
+    if not pool:
+        raise EditkitError("the dataset holds no requests")
+    order = "file"
+    if shuffle_seed is not None:
+        random.Random(shuffle_seed).shuffle(pool)
+        order = f"shuffle:{shuffle_seed}"
+    if num_edits is not None:
+        if num_edits < 1:
+            raise EditkitError(f"--num-edits must be at least 1, got {num_edits}")
+        if num_edits > len(pool):
+            raise EditkitError(f"--num-edits {num_edits} exceeds the {len(pool)} requests in the dataset")
+        pool = pool[:num_edits]
+    ids = [r.id for r in pool]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise EditkitError(f"request id '{dup}' occurs more than once in the stream; ids must be unique")
+    return Stream(tuple(pool), order)
