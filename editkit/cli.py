@@ -59,8 +59,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _prepare(command: str, opts: dict[str, Any]) -> Prepared:
-    """Validate every input (data, schedule, scorers, model) before the output directory is touched."""
+def _prepare(command: str, opts: dict[str, Any], runs: Sequence[tuple[Any, Any]]) -> Prepared:
+    """Validate every input (data, schedule, scorers, model, each method's config against the model)
+    before the output directory is touched, so a mistake never leaves a half-written run behind."""
+    import transformers
+
     from editkit.data import load_requests, parse_columns, resolve_source
     from editkit.evaluation.harness import Harness
     from editkit.evaluation.schedules import Schedule
@@ -81,7 +84,10 @@ def _prepare(command: str, opts: dict[str, Any]) -> Prepared:
     stream = make_stream(requests, num_edits, opts["seed"] if opts["shuffle"] else None)
     source = resolve_source(opts["data"])
     dataset_info = {"name": opts["data"], "path": str(source), "sha256": _sha256(source) if source.is_file() else None}
+    transformers.utils.logging.disable_progress_bar()
     loaded = load_model(opts["model"], device=opts["device"], dtype=opts["dtype"], trust_remote_code=opts["trust_remote_code"])
+    for spec, config in runs:
+        spec.build(loaded.model, loaded.tokenizer, config)  # e.g. a layer path that does not exist
     model_info = {
         "model_id": loaded.model_id,
         "weights_sha256": loaded.weights_sha256,
@@ -144,7 +150,7 @@ def compare(methods: str, overrides: tuple[str, ...], **opts: Any) -> None:
     for name in names:
         spec = get_editor_spec(name)
         runs.append((spec, spec.make_config(**per_method[name])))
-    prepared = _prepare("compare", opts)
+    prepared = _prepare("compare", opts, runs)
     rows = run_compare(prepared.harness, runs, prepared.out)
     _finish(rows, prepared.out)
 
@@ -159,7 +165,7 @@ def run(method: str, overrides: tuple[str, ...], **opts: Any) -> None:
 
     spec = get_editor_spec(method)
     config = spec.make_config(**dict(_split_override(o) for o in overrides))
-    prepared = _prepare("run", opts)
+    prepared = _prepare("run", opts, [(spec, config)])
     prepared.harness.prepare()
     rows = prepared.harness.run(spec, config, prepared.out)
     _finish(rows, prepared.out)
@@ -203,8 +209,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("editkit: interrupted; results written so far are kept", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        click.echo(f"editkit: error: {exc.format_message()}{where}", err=True)
+        sys.exit(2)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"editkit: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("editkit: interrupted; results written so far are kept", err=True)

@@ -9,6 +9,8 @@ from typing import Any, Iterable, Sequence
 METRIC_ORDER = ("reliability", "generalization", "locality")
 SHORT = {"reliability": "rel", "generalization": "gen", "locality": "loc"}
 FORMATS = ("md", "csv", "tex")
+#: Teacher-forced first: it is the papers' number, generation exact match the stricter one beside it.
+SCORER_ORDER = ("tf", "gen")
 
 
 def final_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -23,7 +25,7 @@ def final_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def pivot(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[tuple[str, str]], dict[tuple[str, str, str], float]]:
     """(methods in file order, (scorer, metric) columns, value lookup)."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    scorers = list(dict.fromkeys(r["scorer"] for r in rows))
+    scorers = sorted(dict.fromkeys(r["scorer"] for r in rows), key=lambda s: (SCORER_ORDER + (s,)).index(s))
     metrics = [m for m in METRIC_ORDER if any(r["metric"] == m for r in rows)]
     columns = [(s, m) for s in scorers for m in metrics]
     values = {(r["method"], r["scorer"], r["metric"]): float(r["mean"]) for r in rows}
