@@ -14,7 +14,7 @@ class UneditedEditor(Editor):
     """Ignores every edit: its scores are the pre-edit baseline (row ``none``)."""
 
     def edit(self, request: EditRequest) -> dict[str, Any]:
-        return {"iterations": 0}
+        return {"iterations": 0, "seconds": 0.0}
 
     def reset(self) -> None:
         pass

@@ -1,0 +1,61 @@
+"""Hyper-parameters of the fine-tuning baseline (EasyEdit's FT defaults for LLaMA)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from editkit.editor import EditorConfig
+from editkit.errors import ConfigError
+
+OBJECTIVES = ("ft-l", "ft-m")
+
+
+@dataclass
+class FTConfig(EditorConfig):
+    """Fine-tune one FFN output projection with Adam, per edit (EasyEdit ``hparams/FT/llama-7b.yaml``).
+
+    ``objective``: ``ft-m`` = teacher-forced cross-entropy on the target tokens; ``ft-l`` = ROME's FT
+    objective (every target token predicted from the last prompt position). ``layer``: decoder block whose
+    down-projection is tuned; ``None`` = layer 21 of 32 (EasyEdit's FT layer for LLaMA) at the same relative
+    depth of this model. ``module``: an explicit dotted path, which wins over ``layer``.
+    ``norm_constraint``: L∞ bound on how far one edit may move the weight from where that edit started
+    (EasyEdit clamps against the weight at the start of each call), ``None`` = off as in EasyEdit.
+    ``early_stop_loss``: an edit stops, without updating, once its loss is below this (EasyEdit: 1e-2; 0
+    disables).
+    """
+
+    objective: str = "ft-m"
+    layer: int | None = None
+    module: str | None = None
+    lr: float = 5e-4
+    steps: int = 25
+    norm_constraint: float | None = None
+    weight_decay: float = 0.0
+    early_stop_loss: float = 1e-2
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"FT objective must be one of {', '.join(OBJECTIVES)}, not '{self.objective}'")
+        _check(_integer(self.steps) and self.steps >= 1, "steps", self.steps, "an integer >= 1")
+        _check(_number(self.lr) and self.lr > 0, "lr", self.lr, "a number > 0")
+        bound = self.norm_constraint
+        _check(bound is None or (_number(bound) and bound > 0), "norm_constraint", bound, "None or a number > 0")
+        _check(_number(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+        _check(_number(self.early_stop_loss) and self.early_stop_loss >= 0, "early_stop_loss", self.early_stop_loss, "a number >= 0")
+        _check(self.layer is None or _integer(self.layer), "layer", self.layer, "None or an integer")
+        module = self.module
+        _check(module is None or (isinstance(module, str) and bool(module.strip())), "module", module, "None or a dotted module path")
+
+
+def _check(ok: bool, name: str, value: object, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"FT {name} must be {expected}, not {value!r}")
+
+
+def _integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
