@@ -34,6 +34,7 @@ def _common_options(func):
         click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N"),
         click.option("--dtype", default="float32", show_default=True, help="float32 | bfloat16 | float16"),
         click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--threads", type=int, default=None, help="CPU threads for torch [default: torch's choice]; 1 when other jobs share the cores."),
         click.option("--batch-size", type=int, default=16, show_default=True, help="Scoring batch size."),
         click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory [default: runs/<command>-<time>]."),
         click.option("--overwrite", is_flag=True, help="Replace the results already in --out."),
@@ -74,6 +75,12 @@ def _prepare(command: str, opts: dict[str, Any], runs: Sequence[tuple[Any, Any]]
 
     schedule = Schedule.parse(opts["schedule"])
     scorers = parse_scorers(opts["scorers"])
+    if opts["threads"] is not None:
+        if opts["threads"] < 1:
+            raise EditkitError(f"--threads must be at least 1, got {opts['threads']}")
+        import torch
+
+        torch.set_num_threads(opts["threads"])
     if opts["batch_size"] < 1:
         raise EditkitError(f"--batch-size must be at least 1, got {opts['batch_size']}")
     columns = parse_columns(opts["columns"]) if opts["columns"] else None
