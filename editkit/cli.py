@@ -6,7 +6,6 @@ validated before anything is written, and results are appended as they are produ
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +15,7 @@ from typing import Any, Sequence
 import click
 
 from .errors import EditkitError
+from .hashing import sha256_file
 
 DEFAULT_DATA = "default"
 DEFAULT_NUM_EDITS = 50
@@ -52,14 +52,6 @@ class Prepared:
     out: Path
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _prepare(command: str, opts: dict[str, Any], runs: Sequence[tuple[Any, Any]]) -> Prepared:
     """Validate every input (data, schedule, scorers, model, each method's config against the model)
     before the output directory is touched, so a mistake never leaves a half-written run behind."""
@@ -90,7 +82,7 @@ def _prepare(command: str, opts: dict[str, Any], runs: Sequence[tuple[Any, Any]]
         num_edits = min(DEFAULT_NUM_EDITS, len(requests))
     stream = make_stream(requests, num_edits, opts["seed"] if opts["shuffle"] else None)
     source = resolve_source(opts["data"])
-    dataset_info = {"name": opts["data"], "path": str(source), "sha256": _sha256(source) if source.is_file() else None}
+    dataset_info = {"name": opts["data"], "path": str(source), "sha256": sha256_file(source) if source.is_file() else None}
     transformers.utils.logging.disable_progress_bar()
     loaded = load_model(opts["model"], device=opts["device"], dtype=opts["dtype"], trust_remote_code=opts["trust_remote_code"])
     for spec, config in runs:

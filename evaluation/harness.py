@@ -111,6 +111,7 @@ class Harness:
             self.prepare()
         set_seed(self.seed)
         editor = spec.build(self.model, self.tokenizer, config)
+        editor.prepare([r.irrelevant for r in self.stream.requests if r.irrelevant])
         context = self.context(spec.name)
         writer = RunWriter(directory, self.run_config(spec, config), context)
         checkpoints = {cp.step: cp for cp in self.plan}

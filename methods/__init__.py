@@ -3,3 +3,4 @@
 from editkit import baseline  # noqa: F401  (the unedited "none" row)
 
 from . import ft  # noqa: F401
+from . import memoir  # noqa: F401

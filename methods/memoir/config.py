@@ -1,0 +1,102 @@
+"""Hyper-parameters of MEMOIR, with the official defaults (MEMOIR paper / code, LLaMA-3-8B on ZsRE)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from editkit.editor import EditorConfig
+from editkit.errors import ConfigError
+
+AGGREGATIONS = ("mean_decentered", "mean", "last")
+DECAYS = ("all", "masked")
+
+#: the official edited layer, 27 of LLaMA-3-8B's 32, scaled to the model's depth when ``layer`` is None
+OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS = 27, 32
+#: the official mask size, 4096 of LLaMA-3-8B's 14336 MLP channels, kept as a ratio for other widths
+OFFICIAL_K_RATIO = 4096 / 14336
+
+
+@dataclass
+class MemoirConfig(EditorConfig):
+    """One residual memory on one FFN down-projection, switched per row by TopHash masks.
+
+    ``layer``: ``None`` = the official depth (27 of 32) scaled to this model; an integer = that block's
+    down-projection; a dotted module path (``model.layers.25.mlp.down_proj``) = exactly that module.
+    ``k``: mask size; an ``int`` (or an integral float ≥ 1) is a count, a float < 1 a fraction of the width.
+    ``aggregation``: how a prompt's down-projection inputs become one vector before top-k.
+    ``tau``: minimum overlap ``|m_q ∧ m_j| / k`` with a stored mask for the memory to switch on.
+    ``decay``: ``all`` decays the whole memory at every step (official: older edits decay too);
+    ``masked`` decays only the columns of the current edit's mask.
+    ``early_stop_loss``/``early_stop_delta``: stop once the loss is ≤ the first *and* moved by ≤ the second.
+    ``num_prefixes``: context-prefixed copies of the request per edit (official 10).
+    ``background_size``: unrelated prompts averaged into the background mean of ``mean_decentered``.
+    ``seed``: draws the TopHash permutation.
+    ``fast_edit``: run only the layers above the memory in each step (same result, several times faster);
+    ``False`` = the reference loop: full forward of every row, the irrelevant text included.
+    """
+
+    layer: int | str | None = None  # official layer 27/32, scaled (a late layer stores facts, keeps routing sharp)
+    k: int | float = OFFICIAL_K_RATIO  # official 4096/14336 ≈ 0.286 of the channels
+    aggregation: str = "mean_decentered"  # official: mean over prompt tokens minus the background mean
+    tau: float = 0.4  # official ZsRE threshold (0.9 for hallucination data)
+    lr: float = 1.0  # official SGD learning rate
+    weight_decay: float = 1e-5  # official SGD weight decay
+    decay: str = "all"  # official behaviour: torch SGD decays the whole memory, earlier edits included
+    clip: float = 1.0  # official gradient-norm clip
+    n_iter: int = 30  # official number of SGD steps per edit
+    early_stop_loss: float = 0.02  # official: stop once the loss is this low...
+    early_stop_delta: float = 1e-4  # ...and no longer moving
+    num_prefixes: int = 10  # official: 10 context templates (5 seeds x lengths 5 and 10)
+    background_size: int = 100  # official: ~100 irrelevant prompts for the background mean
+    seed: int = 0  # the TopHash permutation's seed
+    fast_edit: bool = True  # cached lower layers + target-only head; False = the reference full forward
+
+    def __post_init__(self) -> None:
+        if isinstance(self.layer, str):
+            text = self.layer.strip()
+            if not text:
+                raise ConfigError("MEMOIR layer must be None, an integer or a dotted module path, not ''")
+            self.layer = int(text) if text.lstrip("-").isdigit() else text
+        elif self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int)):
+            raise ConfigError(f"MEMOIR layer must be None, an integer or a module path, not {self.layer!r}")
+        if isinstance(self.k, bool) or not _number(self.k) or not self.k > 0:
+            raise ConfigError(f"MEMOIR k must be a count >= 1 or a fraction in (0, 1), not {self.k!r}")
+        if isinstance(self.k, float) and self.k >= 1 and not self.k.is_integer():
+            raise ConfigError(f"MEMOIR k {self.k} is neither a fraction < 1 nor a whole count")
+        if self.aggregation not in AGGREGATIONS:
+            raise ConfigError(f"MEMOIR aggregation must be one of {', '.join(AGGREGATIONS)}, not '{self.aggregation}'")
+        if self.decay not in DECAYS:
+            raise ConfigError(f"MEMOIR decay must be one of {', '.join(DECAYS)}, not '{self.decay}'")
+        if not _number(self.tau) or not 0 <= self.tau <= 1:
+            raise ConfigError(f"MEMOIR tau must be a number in [0, 1], not {self.tau!r}")
+        for name in ("lr", "clip"):
+            value = getattr(self, name)
+            if not _number(value) or not value > 0:
+                raise ConfigError(f"MEMOIR {name} must be a number > 0, not {value!r}")
+        for name in ("weight_decay", "early_stop_loss", "early_stop_delta"):
+            value = getattr(self, name)
+            if not _number(value) or value < 0:
+                raise ConfigError(f"MEMOIR {name} must be a number >= 0, not {value!r}")
+        for name, low in (("n_iter", 1), ("num_prefixes", 0), ("background_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"MEMOIR {name} must be an integer >= {low}, not {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"MEMOIR seed must be an integer, not {self.seed!r}")
+        if not isinstance(self.fast_edit, bool):
+            raise ConfigError(f"MEMOIR fast_edit must be true or false, not {self.fast_edit!r}")
+
+    def mask_size(self, width: int) -> int:
+        """``k`` as a count of channels for a down-projection input of ``width`` channels."""
+        if isinstance(self.k, float) and self.k < 1:
+            count = round(self.k * width)
+        else:
+            count = int(self.k)
+        if not 1 <= count <= width:
+            raise ConfigError(f"MEMOIR k = {self.k} gives {count} channels, but the layer has {width}")
+        return count
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

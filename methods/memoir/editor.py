@@ -1,0 +1,695 @@
+"""MEMOIR: one residual memory on one FFN down-projection, written per edit under a sparse TopHash mask and
+read only by prompts whose mask overlaps a stored one.
+
+Editing (DESIGN.md §6). The batch of one edit is the request plus ``num_prefixes`` copies behind context
+prefixes (the model's own greedy continuations of short seeds, generated once per model) — they make the
+edit hold in context — plus the request's irrelevant text. The loss is cross-entropy on the target tokens;
+the memory is on, with the edit's mask, on every row that carries the request. On the irrelevant text the
+memory is off, which is the paper's use of it (the memory must stay inactive on unrelated inputs); since
+that row carries no loss either, it contributes exactly zero gradient, so the fast loop leaves it out and
+only the reference loop (``fast_edit=False``) still runs it.
+
+Speed, same result. Only the memory changes during an edit and it sits at the output of block ``L``'s MLP,
+so everything up to and including block ``L`` is computed once per edit with the memory off (the
+down-projection input ``a`` and block ``L``'s output); each step adds ``W_m·(m ⊙ a)`` to that output, runs
+blocks ``L+1..`` and the final norm, and evaluates the LM head only at the positions that predict target
+tokens. Whether the shortcut reproduces the model's own forward (with a non-zero memory) is checked on the
+first edit; a model where it does not falls back to the reference loop.
+
+Routing. Inside :meth:`routing`, the first forward pass (the prefill, where every row's prompt is visible)
+computes each row's query mask from its prompt positions of ``a`` in the very same pass — ``a`` at the
+memory's layer does not depend on the memory — looks up the best-overlapping stored mask, and switches the
+memory on for that row, with the *stored* mask, when the overlap is ≥ τ. Decode steps reuse the decision.
+
+Background mean (``mean_decentered``): averaged over ``background_size`` unrelated prompts, once per model,
+layer and text list (cached in the process). The texts are the stream's irrelevant texts, which the
+harness hands to :meth:`prepare` before the first edit (never its locality prompts, which are scored); otherwise a fixed built-in
+list of generic sentences (:data:`BUILTIN_BACKGROUND`), so a run never depends on a hand-made file. It is
+fixed at the first edit and saved with the state, because stored masks are only comparable with query masks
+computed against the same background.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import weakref
+from contextlib import contextmanager
+from typing import Any, Callable, ClassVar, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from editkit.batching import PromptBatch, encode, pad_id
+from editkit.editor import Editor, _cache_kwargs, _forward_params
+from editkit.errors import ConfigError, EditkitError
+from editkit.layers import block_list_path, down_proj_path, linear_weight_in_out, resolve_module, scaled_layer
+from editkit.requests import EditRequest
+
+from .config import OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS, MemoirConfig
+from .memory import ResidualMemory, Route
+from .tophash import MaskDatabase, aggregate, pack, top_k_masks, unpack
+
+#: seeds of the context prefixes and their continuation lengths in tokens (WISE/MEMOIR's templates)
+PREFIX_SEEDS = ("I", "You", "Because", "Yes", "Q: ")
+PREFIX_LENGTHS = (5, 10)
+#: fast edit loops, fastest first; the first edit keeps the first one that matches the full forward
+_FAST_MODES = ("packed", "padded")
+_BACKGROUND_BATCH = 16
+
+# Per model object (weakly held, so a dropped model frees its entries): context prefixes and background
+# means, which depend only on the base weights and are identical for every editor built on the model.
+_MODEL_CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, Any]]" = weakref.WeakKeyDictionary()
+
+
+class _Stop(Exception):
+    """Raised by a hook once what a partial forward came for is captured."""
+
+
+class MemoirEditor(Editor):
+    """Residual memory + TopHash routing; the base weights are never touched."""
+
+    config_class = MemoirConfig
+    name: ClassVar[str] = "memoir"
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, config: MemoirConfig | None = None):
+        super().__init__(model, tokenizer, config)
+        cfg: MemoirConfig = self.config
+        if isinstance(cfg.layer, str):
+            self.module_path = cfg.layer
+        else:
+            layer = cfg.layer if cfg.layer is not None else scaled_layer(OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS, model)
+            self.module_path = down_proj_path(model, layer)
+        self.module = resolve_module(model, self.module_path)
+        weight, stored_in_out = linear_weight_in_out(self.module)
+        out_features, in_features = weight.shape[::-1] if stored_in_out else weight.shape
+        if cfg.num_prefixes > len(PREFIX_SEEDS) * len(PREFIX_LENGTHS):
+            raise ConfigError(f"MEMOIR num_prefixes is at most {len(PREFIX_SEEDS) * len(PREFIX_LENGTHS)}")
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.width = int(in_features)
+        self.k = cfg.mask_size(self.width)
+        self.memory = ResidualMemory(int(out_features), self.width, device=self.device)
+        self.permutation = self._draw_permutation()
+        self.database = MaskDatabase(self.width)
+        self.edit_rows: list[int] = []  # database row of every edit, in edit order
+        self.background: torch.Tensor | None = None
+        self._background_texts: tuple[str, ...] | None = None
+        self._prefixes: list[str] | None = None
+        #: per-row diagnostics of the last routing decision (best row, overlap / k, memory on)
+        self.last_routing: dict[str, np.ndarray] = {}
+        self._blocks_path, self._block_index = _enclosing_block(model, self.module_path)
+        fast_possible = (
+            self._block_index is not None
+            and "inputs_embeds" in _forward_params(type(model))
+            and callable(getattr(model, "get_decoder", None))
+            and callable(getattr(model, "get_output_embeddings", None))
+        )
+        # Which fast loop reproduces the full forward on this model: None = not checked yet (first edit),
+        # else one of _FAST_MODES in order of preference, or "off" (the reference loop is used).
+        self._fast_mode: str | None = None if fast_possible else "off"
+
+    def _draw_permutation(self) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.config.seed)
+        return torch.randperm(self.width, generator=generator)
+
+    # ------------------------------------------------------------------ setup
+    def prepare(self, unrelated_texts: Sequence[str]) -> None:
+        """Take the background prompts from the stream's irrelevant texts (the paper's dataset-derived
+        background). Ignored once a mask is stored: stored masks are only comparable with query masks
+        computed against the same background."""
+        if self.edit_rows:
+            return
+        texts = dict.fromkeys(t.strip() for t in unrelated_texts if t and t.strip())
+        chosen = tuple(texts)[: self.config.background_size]
+        if len(chosen) >= min(10, self.config.background_size):
+            self._background_texts = chosen
+            self.background = None
+
+    def _cache(self) -> dict[tuple, Any]:
+        return _MODEL_CACHE.setdefault(self.model, {})
+
+    def _ensure_background(self) -> torch.Tensor | None:
+        if self.config.aggregation != "mean_decentered":
+            return None
+        if self.background is None:
+            texts = self._background_texts or BUILTIN_BACKGROUND[: self.config.background_size]
+            digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
+            key = ("background", self.module_path, digest, str(self.device), str(self._dtype))
+            cache = self._cache()
+            if key not in cache:
+                cache[key] = self._background_mean(list(texts))
+            self.background = cache[key]
+        return self.background
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @torch.no_grad()
+    def _background_mean(self, texts: list[str]) -> torch.Tensor:
+        """Mean over texts of each text's mean down-projection input (the memory is never attached here)."""
+        total = torch.zeros(self.width, dtype=torch.float64, device=self.device)
+        for start in range(0, len(texts), _BACKGROUND_BATCH):
+            batch = encode(self.tokenizer, texts[start : start + _BACKGROUND_BATCH], device=self.device)
+            acts = self._down_proj_inputs(batch)
+            total += aggregate(acts, batch.prompt_mask, "mean", None).double().sum(dim=0)
+        return (total / len(texts)).float()
+
+    def _ensure_prefixes(self) -> list[str]:
+        if self._prefixes is None:
+            key = ("prefixes", getattr(self.tokenizer, "name_or_path", ""), len(self.tokenizer))
+            cache = self._cache()
+            if key not in cache:
+                cache[key] = self._generate_prefixes()
+            self._prefixes = list(cache[key])
+        return self._prefixes[: self.config.num_prefixes]
+
+    @torch.no_grad()
+    def _generate_prefixes(self) -> list[str]:
+        """The base model's greedy continuations of each seed, cut at each length (short ones first)."""
+        longest = max(PREFIX_LENGTHS)
+        continuations = []
+        for seed in PREFIX_SEEDS:
+            ids = torch.tensor([list(self.tokenizer(seed).input_ids)], device=self.device)
+            out = self.model(input_ids=ids, use_cache=True)
+            generated: list[int] = []
+            while True:
+                token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
+                generated.append(int(token))
+                if len(generated) == longest:
+                    break
+                out = self.model(input_ids=token, use_cache=True, **_cache_kwargs(self.model, out))
+            continuations.append((ids[0].tolist(), generated))
+        prefixes = []
+        for length in PREFIX_LENGTHS:
+            for seed_ids, generated in continuations:
+                text = self.tokenizer.decode(seed_ids + generated[:length], skip_special_tokens=True)
+                prefixes.append(" ".join(text.split()))  # one line: newlines would split the template
+        return prefixes
+
+    # ----------------------------------------------------------- partial forwards
+    def _forward_until_stop(self, batch: PromptBatch, hooks: list[Any]) -> None:
+        """A no-grad forward that the hooks cut short (by raising ``_Stop``) once they hold what they need."""
+        try:
+            with torch.no_grad():
+                self.model(
+                    input_ids=batch.input_ids,
+                    attention_mask=batch.attention_mask,
+                    position_ids=batch.position_ids,
+                    use_cache=False,
+                )
+        except _Stop:
+            pass
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+    def _down_proj_inputs(self, batch: PromptBatch) -> torch.Tensor:
+        """[B, T, D] input of the wrapped down-projection (no memory), stopping the forward right there."""
+        captured: dict[str, torch.Tensor] = {}
+
+        def grab(_module: torch.nn.Module, args: tuple) -> None:
+            captured["a"] = args[0].detach()
+            raise _Stop
+
+        self._forward_until_stop(batch, [self.module.register_forward_pre_hook(grab)])
+        if "a" not in captured:
+            raise EditkitError(f"{self.module_path} was not called in the forward pass")
+        return captured["a"]
+
+    def _lower_part(self, batch: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``a`` [B, T, D] and block ``L``'s output [B, T, H], memory off; computed once per edit."""
+        captured: dict[str, torch.Tensor] = {}
+        block = resolve_module(self.model, f"{self._blocks_path}.{self._block_index}")
+
+        def grab_input(_module: torch.nn.Module, args: tuple) -> None:
+            captured["a"] = args[0].detach()
+
+        def grab_output(_module: torch.nn.Module, _args: tuple, output: Any) -> None:
+            captured["h"] = (output[0] if isinstance(output, tuple) else output).detach()
+            raise _Stop
+
+        hooks = [self.module.register_forward_pre_hook(grab_input), block.register_forward_hook(grab_output)]
+        self._forward_until_stop(batch, hooks)
+        return captured["a"], captured["h"]
+
+    @contextmanager
+    def _upper_blocks_only(self) -> Iterator[None]:
+        """Temporarily make the model's block list hold only the blocks above the memory's block."""
+        parent_path, _, attr = self._blocks_path.rpartition(".")
+        parent = resolve_module(self.model, parent_path) if parent_path else self.model
+        blocks = getattr(parent, attr)
+        setattr(parent, attr, torch.nn.ModuleList(list(blocks)[self._block_index + 1 :]))
+        try:
+            yield
+        finally:
+            setattr(parent, attr, blocks)
+
+    def _upper_logits(
+        self,
+        hidden: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+    ) -> torch.Tensor:
+        """[K, V] logits at (rows, cols), running only the blocks above ``L`` on the given block-L output."""
+        with self._upper_blocks_only():
+            out = self.model.get_decoder()(
+                inputs_embeds=hidden, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+            )
+        final = out[0] if isinstance(out, tuple) else out.last_hidden_state
+        return self.model.get_output_embeddings()(final[rows, cols])
+
+    def _full_logits(self, batch: PromptBatch, route: Route) -> torch.Tensor:
+        with self.memory.attached(self.module, lambda _a: route):
+            return self.model(
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                position_ids=batch.position_ids,
+                use_cache=False,
+            ).logits
+
+    # ------------------------------------------------------------------ editing
+    def edit(self, request: EditRequest) -> dict[str, Any]:
+        start = time.perf_counter()
+        cfg: MemoirConfig = self.config
+        self._ensure_background()
+        prefixes = self._ensure_prefixes()
+        mask = self.prompt_masks([request.prompt])[0]
+        if not bool(mask.any()):
+            raise EditkitError(f"edit request {request.id}: the prompt has no tokens")
+        prompts = [request.prompt] + [f"{prefix}. {request.prompt}" for prefix in prefixes]
+        batch = encode(self.tokenizer, prompts, [request.target] * len(prompts), device=self.device)
+        labels = batch.target_labels()
+        if not bool((labels[0] != -100).any()):
+            raise EditkitError(f"edit request {request.id}: the target has no tokens")
+
+        with torch.enable_grad():
+            loss_fn = self._choose_loss(batch, mask) if cfg.fast_edit else None
+            if loss_fn is None:
+                loss_fn = self._full_loss(batch, mask, request.irrelevant)
+            iterations, first_loss, final_loss = self._train(loss_fn, mask)
+
+        row, new = self.database.add(pack(mask[None])[0])
+        self.edit_rows.append(row)
+        return {
+            "iterations": iterations,
+            "loss": final_loss,
+            "initial_loss": first_loss,
+            "seconds": time.perf_counter() - start,
+            "mask_row": row,
+            "duplicate_mask": not new,
+            "loop": loss_fn.mode,
+        }
+
+    def _choose_loss(self, batch: PromptBatch, mask: torch.Tensor) -> "_LossFn | None":
+        """The fastest loop known (or, on the first edit, checked) to reproduce the full forward."""
+        if self._fast_mode == "off":
+            return None
+        acts, block_out = self._lower_part(batch)
+        if self._fast_mode is not None:
+            return self._fast_loss(batch, mask, acts, block_out, packed=self._fast_mode == "packed")
+        candidates = [self._fast_loss(batch, mask, acts, block_out, packed=m == "packed") for m in _FAST_MODES]
+        chosen = self._first_matching_full(batch, mask, candidates)
+        self._fast_mode = chosen.mode if chosen is not None else "off"
+        return chosen
+
+    def _fast_loss(
+        self, batch: PromptBatch, mask: torch.Tensor, acts: torch.Tensor, block_out: torch.Tensor, packed: bool
+    ) -> "_LossFn":
+        """Loss from block ``L``'s cached output: only the blocks above it run, the head only at targets.
+
+        ``packed``: the rows are laid end to end in one sequence without padding (positions restart per
+        row, and transformers then masks attention block-diagonally), which saves the padding's share of
+        every step; ``False`` keeps the padded batch.
+        """
+        labels = batch.target_labels()
+        rows, cols = torch.nonzero(labels != -100, as_tuple=True)
+        targets = labels[rows, cols]
+        attention_mask: torch.Tensor | None = batch.attention_mask
+        positions = batch.position_ids
+        if packed:
+            valid = batch.attention_mask.bool()
+            slot = valid.flatten().long().cumsum(0).view_as(valid) - 1  # packed index of each real token
+            acts, block_out = acts[valid][None], block_out[valid][None]
+            positions = positions[valid][None]
+            rows, cols = torch.zeros_like(rows), slot[rows, cols]
+            attention_mask = None
+        channels = torch.nonzero(mask).flatten()
+        selected = acts.index_select(-1, channels).float()  # cut once per edit, not once per step
+
+        def logits() -> torch.Tensor:
+            hidden = block_out + self.memory.delta_on(selected, channels).to(block_out.dtype)
+            return self._upper_logits(hidden, attention_mask, positions, rows, cols)
+
+        def loss() -> torch.Tensor:
+            return F.cross_entropy(logits().float(), targets)
+
+        return _LossFn(loss, mode="packed" if packed else "padded", logits=logits)
+
+    def _full_loss(self, batch: PromptBatch, mask: torch.Tensor, irrelevant: str | None) -> "_LossFn":
+        """The reference loop: every row through the whole model, the irrelevant text with memory off."""
+        edit_rows = len(batch)
+        if irrelevant:
+            extra = encode(self.tokenizer, [irrelevant], device=self.device)
+            batch = _stack(batch, extra, pad_id(self.tokenizer))
+        labels = batch.target_labels()
+        route: Route = (torch.arange(edit_rows, device=self.device), mask.expand(edit_rows, -1))
+
+        def loss() -> torch.Tensor:
+            logits = self._full_logits(batch, route)
+            return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+        return _LossFn(loss, mode="full")
+
+    @torch.no_grad()
+    def _first_matching_full(
+        self, batch: PromptBatch, mask: torch.Tensor, candidates: list["_LossFn"]
+    ) -> "_LossFn | None":
+        """The first fast loop whose logits match the full forward here (checked once per editor).
+
+        The check uses a random non-zero memory, so that the place where the memory joins the residual
+        stream is tested too, not only the cached lower layers.
+        """
+        labels = batch.target_labels()
+        rows, cols = torch.nonzero(labels != -100, as_tuple=True)
+        weight = self.memory.weight
+        saved = weight.detach().clone()
+        generator = torch.Generator().manual_seed(1234)
+        probe = torch.randn(weight.shape, generator=generator).to(weight.device) * 0.05
+        route: Route = (torch.arange(len(batch), device=self.device), mask.expand(len(batch), -1))
+        tolerance = 1e-3 if self._dtype == torch.float32 else 3e-2
+        try:
+            weight.copy_(saved + probe)
+            full = self._full_logits(batch, route)[rows, cols].float()
+            scale = max(1.0, float(full.abs().max()))
+            for candidate in candidates:
+                try:
+                    short = candidate.logits().float()
+                except Exception:  # a model whose decoder cannot be driven this way
+                    continue
+                if short.shape == full.shape and bool(((short - full).abs() <= tolerance * scale).all()):
+                    return candidate
+            return None
+        finally:
+            weight.copy_(saved)
+
+    def _train(self, loss_fn: "_LossFn", mask: torch.Tensor) -> tuple[int, float, float]:
+        """SGD on ``W_m`` as the official loop does it (clip, then weight decay, then the step).
+
+        Returns the number of steps taken and the first and last loss evaluated."""
+        cfg: MemoirConfig = self.config
+        weight = self.memory.weight
+        columns = mask.to(weight.device, torch.float32)[None, :] if cfg.decay == "masked" else None
+        previous: float | None = None
+        iterations, first, final = 0, float("nan"), float("nan")
+        for _ in range(cfg.n_iter):
+            weight.grad = None
+            loss = loss_fn()
+            final = float(loss.detach())
+            if previous is None:
+                first = final
+            if (
+                previous is not None
+                and final <= cfg.early_stop_loss
+                and abs(previous - final) <= cfg.early_stop_delta
+            ):
+                break
+            previous = final
+            loss.backward()
+            with torch.no_grad():
+                grad = weight.grad
+                norm = torch.linalg.vector_norm(grad)
+                grad = grad * torch.clamp(cfg.clip / (norm + 1e-6), max=1.0)
+                if cfg.weight_decay:
+                    grad = grad + cfg.weight_decay * (weight if columns is None else weight * columns)
+                weight.add_(grad, alpha=-cfg.lr)
+            iterations += 1
+        weight.grad = None
+        return iterations, first, final
+
+    def reset(self) -> None:
+        self.memory.reset()
+        self.database.clear()
+        self.edit_rows = []
+        self.permutation = self._draw_permutation()
+        self.background = None  # recomputed (from the process cache) from the same texts as a fresh editor
+        self.last_routing = {}
+
+    # ---------------------------------------------------------------- routing
+    def prompt_masks(self, prompts: Sequence[str]) -> torch.Tensor:
+        """[len(prompts), D] bool TopHash masks of plain prompts (each computed alone, memory off)."""
+        background = self._ensure_background()
+        masks = []
+        for prompt in prompts:
+            batch = encode(self.tokenizer, [prompt], device=self.device)
+            if batch.input_ids.shape[1] == 0:
+                masks.append(torch.zeros(1, self.width, dtype=torch.bool, device=self.device))
+                continue
+            features = aggregate(self._down_proj_inputs(batch), batch.prompt_mask, self.config.aggregation, background)
+            if torch.isnan(features).any():
+                masks.append(torch.zeros(1, self.width, dtype=torch.bool, device=self.device))
+            else:
+                masks.append(top_k_masks(features, self.k, self.permutation))
+        return torch.cat(masks)
+
+    def _decide(self, acts: torch.Tensor, prompt_mask: torch.Tensor) -> Route:
+        features = aggregate(acts, prompt_mask, self.config.aggregation, self._ensure_background())
+        valid = ~torch.isnan(features).any(dim=1)
+        queries = top_k_masks(torch.nan_to_num(features), self.k, self.permutation)
+        best_rows, overlaps = self.database.best(pack(queries))
+        ratio = overlaps / self.k
+        active = valid.cpu().numpy() & (ratio >= self.config.tau)
+        self.last_routing = {"row": best_rows, "overlap": ratio, "active": active}
+        if not active.any():
+            return None
+        rows = torch.from_numpy(np.flatnonzero(active)).to(self.device)
+        masks = unpack(self.database.rows(best_rows[active]), self.width).to(self.device)
+        return rows, masks
+
+    @contextmanager
+    def routing(self, batch: PromptBatch) -> Iterator[None]:
+        if len(self.database) == 0:
+            yield
+            return
+        self._ensure_background()  # never from inside the hook: it would run a nested forward pass
+        decided: list[Route] = []
+        prompt_mask = batch.prompt_mask.to(self.device)
+
+        def route(acts: torch.Tensor) -> Route:
+            if not decided:  # the prefill: every row's prompt is in view
+                if tuple(acts.shape[:2]) != tuple(prompt_mask.shape):
+                    raise EditkitError(
+                        f"MEMOIR routing: the first forward pass has shape {tuple(acts.shape[:2])}, but the "
+                        f"batch it routes is {tuple(prompt_mask.shape)}"
+                    )
+                decided.append(self._decide(acts, prompt_mask))
+            return decided[0]
+
+        with self.memory.attached(self.module, route):
+            yield
+
+    # -------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        tensors = {
+            "memory": self.memory.weight.detach(),
+            "permutation": self.permutation,
+            "masks": self.database.to_tensor(),
+            "edit_rows": torch.tensor(self.edit_rows, dtype=torch.int64),
+        }
+        if self.background is not None:
+            tensors["background"] = self.background
+        return tensors
+
+    def state_metadata(self) -> dict[str, Any]:
+        return {
+            "module": self.module_path,
+            "width": self.width,
+            "k": self.k,
+            "edits": len(self.edit_rows),
+            "masks": len(self.database),
+            "prefixes": list(self._prefixes) if self._prefixes is not None else None,
+            "background_texts": "stream" if self._background_texts else "builtin",
+        }
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
+        metadata = metadata or {}
+        required = {"memory", "permutation", "masks", "edit_rows"}
+        if not required <= set(tensors) or not set(tensors) <= required | {"background"}:
+            raise EditkitError(f"MEMOIR state must hold {sorted(required)} (+ background), not {sorted(tensors)}")
+        module = metadata.get("module", self.module_path)
+        if module != self.module_path:
+            raise EditkitError(f"MEMOIR state wraps '{module}', but this editor wraps '{self.module_path}'")
+        if int(metadata.get("k", self.k)) != self.k:
+            raise EditkitError(f"MEMOIR state has masks of {metadata.get('k')} bits, this editor uses k = {self.k}")
+        weight = self.memory.weight
+        if tuple(tensors["memory"].shape) != tuple(weight.shape):
+            raise EditkitError(f"MEMOIR memory is {tuple(tensors['memory'].shape)}, expected {tuple(weight.shape)}")
+        permutation = tensors["permutation"].cpu().long()
+        if permutation.shape != (self.width,) or not torch.equal(permutation.sort().values, torch.arange(self.width)):
+            raise EditkitError(f"MEMOIR permutation is not a permutation of {self.width} channels")
+        try:
+            self.database.load_tensor(tensors["masks"].cpu())
+        except ValueError as exc:
+            raise EditkitError(f"MEMOIR state: {exc}") from None
+        edit_rows = [int(r) for r in tensors["edit_rows"].cpu().tolist()]
+        if any(not 0 <= r < len(self.database) for r in edit_rows):
+            raise EditkitError("MEMOIR state: an edit points outside the mask database")
+        with torch.no_grad():
+            weight.copy_(tensors["memory"].to(weight.device, weight.dtype))
+        self.permutation = permutation
+        self.edit_rows = edit_rows
+        background = tensors.get("background")
+        self.background = background.to(self.device, torch.float32) if background is not None else None
+        if self.background is None and self.config.aggregation == "mean_decentered" and edit_rows:
+            raise EditkitError("MEMOIR state has masks but no background mean, which mean_decentered needs")
+        if metadata.get("prefixes"):
+            self._prefixes = list(metadata["prefixes"])
+
+
+class _LossFn:
+    """A zero-argument loss closure, tagged with the loop it belongs to (packed, padded or full); the fast
+    loops also expose their target-position logits for the one-off check against the full forward."""
+
+    def __init__(self, fn: Callable[[], torch.Tensor], mode: str, logits: Callable[[], torch.Tensor] | None = None):
+        self.fn, self.mode, self.logits = fn, mode, logits
+
+    def __call__(self) -> torch.Tensor:
+        return self.fn()
+
+
+def _stack(first: PromptBatch, second: PromptBatch, pad_token: int) -> PromptBatch:
+    """Two right-padded batches as one (padded to the wider one)."""
+    width = max(first.input_ids.shape[1], second.input_ids.shape[1])
+
+    def pad(t: torch.Tensor, value: int | bool) -> torch.Tensor:
+        return F.pad(t, (0, width - t.shape[1]), value=value)
+
+    return PromptBatch(
+        torch.cat([pad(first.input_ids, pad_token), pad(second.input_ids, pad_token)]),
+        torch.cat([pad(first.attention_mask, 0), pad(second.attention_mask, 0)]),
+        torch.cat([pad(first.prompt_mask, False), pad(second.prompt_mask, False)]),
+        torch.cat([pad(first.target_mask, False), pad(second.target_mask, False)]),
+        "right",
+    )
+
+
+def _enclosing_block(model: torch.nn.Module, module_path: str) -> tuple[str, int | None]:
+    """The block list's path and the index of the block that holds ``module_path`` (None if none does)."""
+    try:
+        blocks = block_list_path(model)
+    except ConfigError:
+        return "", None
+    prefix = blocks + "."
+    if not module_path.startswith(prefix):
+        return blocks, None
+    head = module_path[len(prefix) :].split(".", 1)[0]
+    return blocks, int(head) if head.isdigit() else None
+
+
+#: generic sentences for the background mean when the stream's own texts are not handed over (see prepare)
+BUILTIN_BACKGROUND: tuple[str, ...] = (
+    "The weather was pleasant for most of the afternoon.",
+    "She opened the window to let in some fresh air.",
+    "How many days are there in a leap year?",
+    "The museum is closed on Mondays.",
+    "He bought a loaf of bread on the way home.",
+    "What is the boiling point of water at sea level?",
+    "The children played football in the park.",
+    "Our meeting has been moved to next Thursday.",
+    "Who wrote the novel that was adapted into this film?",
+    "The river flows slowly through the valley.",
+    "I usually drink coffee in the morning.",
+    "The train was delayed by twenty minutes.",
+    "What language is spoken in this region?",
+    "A small dog was sleeping under the table.",
+    "The company announced its results yesterday.",
+    "Where did the expedition begin?",
+    "They painted the fence a bright shade of green.",
+    "The recipe calls for two cups of flour.",
+    "Which team won the championship last season?",
+    "The library has a large collection of old maps.",
+    "Please remember to turn off the lights.",
+    "The mountain is covered in snow for half the year.",
+    "What is the population of the largest city in the country?",
+    "He learned to play the piano as a child.",
+    "The store opens at nine in the morning.",
+    "When was the bridge first opened to traffic?",
+    "Birds were singing outside the kitchen window.",
+    "The professor explained the theory with a simple example.",
+    "Which planet is closest to the sun?",
+    "The soup needs a little more salt.",
+    "Our neighbours are moving to another town.",
+    "Who is the current head of the organisation?",
+    "The painting hangs in the main hall of the gallery.",
+    "It rained heavily during the night.",
+    "What kind of music does the band play?",
+    "The software update fixed several bugs.",
+    "A new school was built near the station.",
+    "How long does it take to fly across the ocean?",
+    "The cat jumped onto the windowsill.",
+    "The committee will vote on the proposal tomorrow.",
+    "What is the main ingredient of this dish?",
+    "The old castle attracts many tourists every summer.",
+    "She wrote a letter to her grandmother.",
+    "Which river runs through the capital?",
+    "The road was closed because of the storm.",
+    "He forgot his umbrella at the office.",
+    "What year did the war end?",
+    "The garden is full of roses in June.",
+    "The athletes trained for months before the race.",
+    "Who discovered the element used in this experiment?",
+    "The bakery sells fresh croissants every morning.",
+    "A strong wind blew across the fields.",
+    "What is the official currency of that country?",
+    "The students handed in their essays on time.",
+    "The ship sailed out of the harbour at dawn.",
+    "Which instrument does the musician play?",
+    "Dinner will be ready in half an hour.",
+    "The village lies at the foot of a hill.",
+    "What sport is the athlete best known for?",
+    "The engineer checked the machine twice.",
+    "Leaves turn red and yellow in autumn.",
+    "Who founded the company and when?",
+    "The phone battery lasts for two days.",
+    "They watched the sunset from the beach.",
+    "What is the highest mountain on the continent?",
+    "The film received mixed reviews from critics.",
+    "He repaired the bicycle in his garage.",
+    "Which university did the scientist attend?",
+    "The market is busy on Saturday mornings.",
+    "The doctor advised him to rest for a week.",
+    "What is the name of the main character in the book?",
+    "The lake freezes over in winter.",
+    "She speaks three languages fluently.",
+    "In which city was the treaty signed?",
+    "The concert starts at eight in the evening.",
+    "A group of hikers reached the summit at noon.",
+    "What does the acronym stand for?",
+    "The farmer harvested the wheat in August.",
+    "Our flight leaves early tomorrow morning.",
+    "Which country borders the nation to the north?",
+    "The kettle is on the stove.",
+    "The architect designed several famous buildings.",
+    "How many players are on a football team?",
+    "The candle flickered in the dark room.",
+    "The newspaper published a long article on the topic.",
+    "Who painted the famous portrait in the museum?",
+    "The hotel overlooks the old town square.",
+    "He takes the bus to work every day.",
+    "What is the chemical symbol for gold?",
+    "The forest is home to many species of birds.",
+    "The team celebrated their victory late into the night.",
+    "Which company makes this product?",
+    "The baby fell asleep in the car.",
+    "The teacher wrote the date on the board.",
+    "What position does he play on the team?",
+    "The streets were quiet after midnight.",
+    "The festival takes place every year in July.",
+    "Who was the first person to climb the mountain?",
+    "The computer restarted after the update.",
+    "The waiter brought us a glass of water.",
+)
