@@ -27,6 +27,7 @@ def _common_options(func):
         click.option("--data", default=DEFAULT_DATA, show_default=True, help="Bundled name (see --help of 'editkit data') or a dataset file."),
         click.option("--columns", default=None, help="Column spec for other datasets, e.g. 'prompt=question,target=answer'."),
         click.option("--num-edits", type=int, default=None, help=f"Length of the stream [default: {DEFAULT_NUM_EDITS} for the bundled stream, else the whole file]."),
+        click.option("--start", type=int, default=0, show_default=True, help="Skip this many requests first (e.g. a held-out slice)."),
         click.option("--shuffle/--no-shuffle", default=False, show_default=True, help="Take the first N of a --seed shuffle instead of file order."),
         click.option("--schedule", default="final", show_default=True, help="final | immediate | every:K"),
         click.option("--scorers", default="tf,gen", show_default=True, help="Comma list of tf, gen."),
@@ -80,7 +81,7 @@ def _prepare(command: str, opts: dict[str, Any], runs: Sequence[tuple[Any, Any]]
     num_edits = opts["num_edits"]
     if num_edits is None and opts["data"] == DEFAULT_DATA:
         num_edits = min(DEFAULT_NUM_EDITS, len(requests))
-    stream = make_stream(requests, num_edits, opts["seed"] if opts["shuffle"] else None)
+    stream = make_stream(requests, num_edits, opts["seed"] if opts["shuffle"] else None, opts["start"])
     source = resolve_source(opts["data"])
     dataset_info = {"name": opts["data"], "path": str(source), "sha256": sha256_file(source) if source.is_file() else None}
     transformers.utils.logging.disable_progress_bar()

@@ -39,8 +39,11 @@ class Stream:
         return stream_hash(self.requests)
 
 
-def make_stream(requests: Sequence[EditRequest], num_edits: int | None = None, shuffle_seed: int | None = None) -> Stream:
-    """The first ``num_edits`` requests in file order, or of a seeded shuffle of the whole dataset."""
+def make_stream(
+    requests: Sequence[EditRequest], num_edits: int | None = None, shuffle_seed: int | None = None, start: int = 0
+) -> Stream:
+    """The first ``num_edits`` requests in file order, or of a seeded shuffle of the whole dataset, after
+    skipping ``start`` of them (how a held-out slice such as CounterFact 6,000-7,999 is taken)."""
     pool = list(requests)
     if not pool:
         raise EditkitError("the dataset holds no requests")
@@ -48,11 +51,16 @@ def make_stream(requests: Sequence[EditRequest], num_edits: int | None = None, s
     if shuffle_seed is not None:
         random.Random(shuffle_seed).shuffle(pool)
         order = f"shuffle:{shuffle_seed}"
+    if start:
+        if not 0 <= start < len(pool):
+            raise EditkitError(f"--start {start} is outside the {len(pool)} requests in the dataset")
+        pool = pool[start:]
+        order += f"[{start}:]"
     if num_edits is not None:
         if num_edits < 1:
             raise EditkitError(f"--num-edits must be at least 1, got {num_edits}")
         if num_edits > len(pool):
-            raise EditkitError(f"--num-edits {num_edits} exceeds the {len(pool)} requests in the dataset")
+            raise EditkitError(f"--num-edits {num_edits} exceeds the {len(pool)} requests left in the dataset")
         pool = pool[:num_edits]
     ids = [r.id for r in pool]
     if len(set(ids)) != len(ids):

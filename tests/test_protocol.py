@@ -67,6 +67,10 @@ def test_make_stream_first_n_and_seeded_shuffle():
         make_stream(reqs, 11)
     with pytest.raises(EditkitError, match="more than once"):
         make_stream(reqs + reqs[:1])
+    held_out = make_stream(reqs, 3, start=6)
+    assert [r.id for r in held_out.requests] == ["6", "7", "8"] and held_out.order == "file[6:]"
+    with pytest.raises(EditkitError, match="--start 10 is outside"):
+        make_stream(reqs, start=10)
 
 
 def make_harness(schedule="final", n=6, scorers=("tf", "gen")):
