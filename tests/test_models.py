@@ -241,7 +241,7 @@ def test_default_model_is_converted_once_and_hash_read_from_the_manifest(fake_pi
     assert manifest["weights_sha256"] == sha256_of(path / "model.safetensors")
     assert [p.name for p in path.parent.iterdir() if p.name.startswith(".tmp-")] == []
 
-    monkeypatch.setattr(models, "_sha256_file", lambda p: pytest.fail(f"rehashed {p}"))
+    monkeypatch.setattr(models, "sha256_file", lambda p: pytest.fail(f"rehashed {p}"))
     for name in (None, "default", DEFAULT_MODEL):
         loaded = load_model(name)
         assert loaded.model_id == DEFAULT_MODEL
