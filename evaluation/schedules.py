@@ -1,7 +1,7 @@
 """When edits are scored during a sequential run.
 
 The schedule is part of every stored number because the same method scores very differently under
-``final`` (all edits, then score: the WISE/MEMOIR protocol) and ``immediate`` (score each edit right after
+``final`` (all edits, then score: the protocol of the lifelong-editing papers) and ``immediate`` (score each edit right after
 it: what EasyEdit reports since 2026-06).
 """
 
