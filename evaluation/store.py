@@ -101,7 +101,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def summarize(scores: Sequence[Score], context: dict[str, str], final_step: int, per_checkpoint: bool) -> list[SummaryRow]:
-    """Means over requests. ``per_checkpoint`` keeps one row per step (final, every:K); otherwise all
+    """Means over requests. ``per_checkpoint`` keeps one row per step (final, every:K); else all
     scores are pooled into one row at ``final_step`` (immediate: each edit was scored at its own step)."""
     groups: dict[tuple[str, str, int], list[float]] = {}
     for s in scores:
