@@ -39,8 +39,8 @@ class MemoirConfig(EditorConfig):
     layer: int | str | None = None  # official layer 27/32, scaled (a late layer stores facts, keeps routing sharp)
     k: int | float = OFFICIAL_K_RATIO  # official 4096/14336 ≈ 0.286 of the channels
     aggregation: str = "mean_decentered"  # official: mean over prompt tokens minus the background mean
-    tau: float = 0.5  # official 0.4 fires on 43-94 % of unrelated prompts of the default model (docs/tuning)
-    lr: float = 1.0  # official SGD learning rate
+    tau: float = 0.5  # official 0.4 fires on 43-94 % of unrelated prompts of the default model (docs/tuning/memoir.md)
+    lr: float = 2.0  # official 1.0 leaves the default model's edits unconverged after 30 steps (docs/tuning/memoir.md)
     weight_decay: float = 1e-5  # official SGD weight decay
     decay: str = "all"  # official behaviour: torch SGD decays the whole memory, earlier edits included
     clip: float = 1.0  # official gradient-norm clip
