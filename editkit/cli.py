@@ -127,7 +127,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--methods", default="ft", show_default=True, help="Comma list of registered methods ('editkit methods').")
+@click.option("--methods", default="memoir,ft", show_default=True, help="Comma list of registered methods ('editkit methods').")
 @click.option("--set", "overrides", multiple=True, metavar="METHOD.KEY=VALUE", help="Config override for one method of the comparison.")
 @_common_options
 def compare(methods: str, overrides: tuple[str, ...], **opts: Any) -> None:

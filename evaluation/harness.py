@@ -95,6 +95,8 @@ class Harness:
             "schedule": str(self.schedule),
             "scorers": list(self.scorer_names),
             "batch_size": self.batch_size,
+            # float sums are ordered by the thread count, so it is part of what reproduces a number
+            "threads": torch.get_num_threads(),
             "versions": {
                 "editkit": editkit.__version__,
                 "torch": torch.__version__,
