@@ -43,10 +43,7 @@ def main() -> None:
     config = MemoirConfig().override(**dict(o.split("=", 1) for o in args.overrides))
     editor = MemoirEditor(loaded.model, loaded.tokenizer, config)
     editor.prepare([r.irrelevant for r in stream if r.irrelevant])
-    owners = []
-    for index, mask in enumerate(editor.prompt_masks([r.prompt for r in stream])):
-        row, _ = editor.database.add(pack(mask[None])[0])
-        owners.append(row)
+    owners = [editor.database.add(row)[0] for row in pack(editor.prompt_masks([r.prompt for r in stream]))]
 
     rephrases = [(i, q) for i, r in enumerate(stream) for q in r.rephrases]
     locality = [p for r in stream for p, _ in r.locality]
