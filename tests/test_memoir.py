@@ -126,7 +126,7 @@ def test_every_mask_has_exactly_k_bits(edited):
 def test_memory_uses_the_stored_mask_of_the_best_match(edited):
     request = _requests(50)[3]
     batch = encode(edited.tokenizer, [request.rephrases[0], request.prompt])
-    route = edited._decide(edited._down_proj_inputs(batch), batch.prompt_mask)
+    route = edited._decide(edited.split.module_inputs(batch), batch.prompt_mask)
     assert route is not None
     rows, masks = route
     best = edited.last_routing["row"][rows.cpu().numpy()]

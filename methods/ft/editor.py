@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from editkit.batching import tokenize_pair
 from editkit.editor import Editor, _forward_params
 from editkit.errors import ConfigError, EditkitError
-from editkit.layers import block_list_path, down_proj_path, linear_weight_in_out, resolve_module, scaled_layer
+from editkit.layers import down_proj_path, linear_weight_in_out, resolve_module, scaled_layer
+from editkit.partial import blocks_from, enclosing_block
 from editkit.requests import EditRequest
 
 from .config import FTConfig
@@ -69,7 +70,7 @@ class FTEditor(Editor):
         model.requires_grad_(False)
         self._original = self._weight.detach().clone()
         self.num_edits = 0
-        self._blocks_path, self._block_index = _enclosing_block(model, self.module_path)
+        self._blocks_path, self._block_index = enclosing_block(model, self.module_path)
         params = _forward_params(type(model))
         self._keep_logits = "logits_to_keep" in params
         # None: not checked yet; True/False: the upper-blocks shortcut does/does not match the full forward
@@ -179,14 +180,8 @@ class FTEditor(Editor):
     @contextmanager
     def _upper_blocks_only(self) -> Iterator[None]:
         """Temporarily make the model's block list hold only the edited block and those above it."""
-        parent_path, _, attr = self._blocks_path.rpartition(".")
-        parent = resolve_module(self.model, parent_path) if parent_path else self.model
-        blocks = getattr(parent, attr)
-        setattr(parent, attr, torch.nn.ModuleList(list(blocks)[self._block_index :]))
-        try:
+        with blocks_from(self.model, self._blocks_path, self._block_index):
             yield
-        finally:
-            setattr(parent, attr, blocks)
 
     def _shortcut_matches(self, problem: _Problem, hidden: torch.Tensor) -> bool:
         try:
@@ -220,13 +215,3 @@ class FTEditor(Editor):
         with torch.no_grad():
             weight.copy_(saved)
         self.num_edits = int(metadata.get("edits", 0))
-
-
-def _enclosing_block(model: torch.nn.Module, module_path: str) -> tuple[str, int | None]:
-    """The block list's path and the index of the block holding ``module_path`` (None if not in one)."""
-    try:
-        blocks = block_list_path(model)
-    except ConfigError:
-        return "", None
-    head = module_path.removeprefix(blocks + ".").split(".", 1)[0]
-    return blocks, int(head) if module_path.startswith(blocks + ".") and head.isdigit() else None

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import weakref
 from contextlib import contextmanager
 from typing import Any, Callable, ClassVar, Iterator, Sequence
 
@@ -42,29 +41,20 @@ import torch
 import torch.nn.functional as F
 
 from editkit.batching import PromptBatch, encode, pad_id
-from editkit.editor import Editor, _cache_kwargs, _forward_params
+from editkit.editor import Editor
 from editkit.errors import ConfigError, EditkitError
-from editkit.layers import block_list_path, down_proj_path, linear_weight_in_out, resolve_module, scaled_layer
+from editkit.layers import down_proj_path, linear_weight_in_out, scaled_layer
+from editkit.partial import PackedRows, SplitForward, logits_match, model_cache
+from editkit.prefixes import MAX_PREFIXES, context_prefixes, prefixed
 from editkit.requests import EditRequest
 
 from .config import OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS, MemoirConfig
 from .memory import ResidualMemory, Route
 from .tophash import MaskDatabase, aggregate, pack, top_k_masks, unpack
 
-#: seeds of the context prefixes and their continuation lengths in tokens (WISE/MEMOIR's templates)
-PREFIX_SEEDS = ("I", "You", "Because", "Yes", "Q: ")
-PREFIX_LENGTHS = (5, 10)
 #: fast edit loops, fastest first; the first edit keeps the first one that matches the full forward
 _FAST_MODES = ("packed", "padded")
 _BACKGROUND_BATCH = 16
-
-# Per model object (weakly held, so a dropped model frees its entries): context prefixes and background
-# means, which depend only on the base weights and are identical for every editor built on the model.
-_MODEL_CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, Any]]" = weakref.WeakKeyDictionary()
-
-
-class _Stop(Exception):
-    """Raised by a hook once what a partial forward came for is captured."""
 
 
 class MemoirEditor(Editor):
@@ -81,11 +71,12 @@ class MemoirEditor(Editor):
         else:
             layer = cfg.layer if cfg.layer is not None else scaled_layer(OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS, model)
             self.module_path = down_proj_path(model, layer)
-        self.module = resolve_module(model, self.module_path)
+        self.split = SplitForward(model, self.module_path)
+        self.module = self.split.module
         weight, stored_in_out = linear_weight_in_out(self.module)
         out_features, in_features = weight.shape[::-1] if stored_in_out else weight.shape
-        if cfg.num_prefixes > len(PREFIX_SEEDS) * len(PREFIX_LENGTHS):
-            raise ConfigError(f"MEMOIR num_prefixes is at most {len(PREFIX_SEEDS) * len(PREFIX_LENGTHS)}")
+        if cfg.num_prefixes > MAX_PREFIXES:
+            raise ConfigError(f"MEMOIR num_prefixes is at most {MAX_PREFIXES}")
         for p in model.parameters():
             p.requires_grad_(False)
         self.width = int(in_features)
@@ -99,16 +90,9 @@ class MemoirEditor(Editor):
         self._prefixes: list[str] | None = None
         #: per-row diagnostics of the last routing decision (best row, overlap / k, memory on)
         self.last_routing: dict[str, np.ndarray] = {}
-        self._blocks_path, self._block_index = _enclosing_block(model, self.module_path)
-        fast_possible = (
-            self._block_index is not None
-            and "inputs_embeds" in _forward_params(type(model))
-            and callable(getattr(model, "get_decoder", None))
-            and callable(getattr(model, "get_output_embeddings", None))
-        )
         # Which fast loop reproduces the full forward on this model: None = not checked yet (first edit),
         # else one of _FAST_MODES in order of preference, or "off" (the reference loop is used).
-        self._fast_mode: str | None = None if fast_possible else "off"
+        self._fast_mode: str | None = None if self.split.possible else "off"
 
     def _draw_permutation(self) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.config.seed)
@@ -127,9 +111,6 @@ class MemoirEditor(Editor):
             self._background_texts = chosen
             self.background = None
 
-    def _cache(self) -> dict[tuple, Any]:
-        return _MODEL_CACHE.setdefault(self.model, {})
-
     def _ensure_background(self) -> torch.Tensor | None:
         if self.config.aggregation != "mean_decentered":
             return None
@@ -137,7 +118,7 @@ class MemoirEditor(Editor):
             texts = self._background_texts or BUILTIN_BACKGROUND[: self.config.background_size]
             digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
             key = ("background", self.module_path, digest, str(self.device), str(self._dtype))
-            cache = self._cache()
+            cache = model_cache(self.model)
             if key not in cache:
                 cache[key] = self._background_mean(list(texts))
             self.background = cache[key]
@@ -153,116 +134,16 @@ class MemoirEditor(Editor):
         total = torch.zeros(self.width, dtype=torch.float64, device=self.device)
         for start in range(0, len(texts), _BACKGROUND_BATCH):
             batch = encode(self.tokenizer, texts[start : start + _BACKGROUND_BATCH], device=self.device)
-            acts = self._down_proj_inputs(batch)
+            acts = self.split.module_inputs(batch)
             total += aggregate(acts, batch.prompt_mask, "mean", None).double().sum(dim=0)
         return (total / len(texts)).float()
 
     def _ensure_prefixes(self) -> list[str]:
         if self._prefixes is None:
-            key = ("prefixes", getattr(self.tokenizer, "name_or_path", ""), len(self.tokenizer))
-            cache = self._cache()
-            if key not in cache:
-                cache[key] = self._generate_prefixes()
-            self._prefixes = list(cache[key])
+            self._prefixes = context_prefixes(self.model, self.tokenizer)
         return self._prefixes[: self.config.num_prefixes]
 
-    @torch.no_grad()
-    def _generate_prefixes(self) -> list[str]:
-        """The base model's greedy continuations of each seed, cut at each length (short ones first)."""
-        longest = max(PREFIX_LENGTHS)
-        continuations = []
-        for seed in PREFIX_SEEDS:
-            ids = torch.tensor([list(self.tokenizer(seed).input_ids)], device=self.device)
-            out = self.model(input_ids=ids, use_cache=True)
-            generated: list[int] = []
-            while True:
-                token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
-                generated.append(int(token))
-                if len(generated) == longest:
-                    break
-                out = self.model(input_ids=token, use_cache=True, **_cache_kwargs(self.model, out))
-            continuations.append((ids[0].tolist(), generated))
-        prefixes = []
-        for length in PREFIX_LENGTHS:
-            for seed_ids, generated in continuations:
-                text = self.tokenizer.decode(seed_ids + generated[:length], skip_special_tokens=True)
-                prefixes.append(" ".join(text.split()))  # one line: newlines would split the template
-        return prefixes
-
-    # ----------------------------------------------------------- partial forwards
-    def _forward_until_stop(self, batch: PromptBatch, hooks: list[Any]) -> None:
-        """A no-grad forward that the hooks cut short (by raising ``_Stop``) once they hold what they need."""
-        try:
-            with torch.no_grad():
-                self.model(
-                    input_ids=batch.input_ids,
-                    attention_mask=batch.attention_mask,
-                    position_ids=batch.position_ids,
-                    use_cache=False,
-                )
-        except _Stop:
-            pass
-        finally:
-            for hook in hooks:
-                hook.remove()
-
-    def _down_proj_inputs(self, batch: PromptBatch) -> torch.Tensor:
-        """[B, T, D] input of the wrapped down-projection (no memory), stopping the forward right there."""
-        captured: dict[str, torch.Tensor] = {}
-
-        def grab(_module: torch.nn.Module, args: tuple) -> None:
-            captured["a"] = args[0].detach()
-            raise _Stop
-
-        self._forward_until_stop(batch, [self.module.register_forward_pre_hook(grab)])
-        if "a" not in captured:
-            raise EditkitError(f"{self.module_path} was not called in the forward pass")
-        return captured["a"]
-
-    def _lower_part(self, batch: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """``a`` [B, T, D] and block ``L``'s output [B, T, H], memory off; computed once per edit."""
-        captured: dict[str, torch.Tensor] = {}
-        block = resolve_module(self.model, f"{self._blocks_path}.{self._block_index}")
-
-        def grab_input(_module: torch.nn.Module, args: tuple) -> None:
-            captured["a"] = args[0].detach()
-
-        def grab_output(_module: torch.nn.Module, _args: tuple, output: Any) -> None:
-            captured["h"] = (output[0] if isinstance(output, tuple) else output).detach()
-            raise _Stop
-
-        hooks = [self.module.register_forward_pre_hook(grab_input), block.register_forward_hook(grab_output)]
-        self._forward_until_stop(batch, hooks)
-        return captured["a"], captured["h"]
-
-    @contextmanager
-    def _upper_blocks_only(self) -> Iterator[None]:
-        """Temporarily make the model's block list hold only the blocks above the memory's block."""
-        parent_path, _, attr = self._blocks_path.rpartition(".")
-        parent = resolve_module(self.model, parent_path) if parent_path else self.model
-        blocks = getattr(parent, attr)
-        setattr(parent, attr, torch.nn.ModuleList(list(blocks)[self._block_index + 1 :]))
-        try:
-            yield
-        finally:
-            setattr(parent, attr, blocks)
-
-    def _upper_logits(
-        self,
-        hidden: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        position_ids: torch.Tensor,
-        rows: torch.Tensor,
-        cols: torch.Tensor,
-    ) -> torch.Tensor:
-        """[K, V] logits at (rows, cols), running only the blocks above ``L`` on the given block-L output."""
-        with self._upper_blocks_only():
-            out = self.model.get_decoder()(
-                inputs_embeds=hidden, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-            )
-        final = out[0] if isinstance(out, tuple) else out.last_hidden_state
-        return self.model.get_output_embeddings()(final[rows, cols])
-
+    # ----------------------------------------------------------- forward passes
     def _full_logits(self, batch: PromptBatch, route: Route) -> torch.Tensor:
         with self.memory.attached(self.module, lambda _a: route):
             return self.model(
@@ -281,7 +162,7 @@ class MemoirEditor(Editor):
         mask = self.prompt_masks([request.prompt])[0]
         if not bool(mask.any()):
             raise EditkitError(f"edit request {request.id}: the prompt has no tokens")
-        prompts = [request.prompt] + [f"{prefix}. {request.prompt}" for prefix in prefixes]
+        prompts = prefixed(request.prompt, prefixes)
         batch = encode(self.tokenizer, prompts, [request.target] * len(prompts), device=self.device)
         labels = batch.target_labels()
         if not bool((labels[0] != -100).any()):
@@ -309,7 +190,8 @@ class MemoirEditor(Editor):
         """The fastest loop known (or, on the first edit, checked) to reproduce the full forward."""
         if self._fast_mode == "off":
             return None
-        acts, block_out = self._lower_part(batch)
+        lower = self.split.lower(batch)
+        acts, block_out = lower.module_in, lower.block_out
         if self._fast_mode is not None:
             return self._fast_loss(batch, mask, acts, block_out, packed=self._fast_mode == "packed")
         candidates = [self._fast_loss(batch, mask, acts, block_out, packed=m == "packed") for m in _FAST_MODES]
@@ -332,18 +214,17 @@ class MemoirEditor(Editor):
         attention_mask: torch.Tensor | None = batch.attention_mask
         positions = batch.position_ids
         if packed:
-            valid = batch.attention_mask.bool()
-            slot = valid.flatten().long().cumsum(0).view_as(valid) - 1  # packed index of each real token
-            acts, block_out = acts[valid][None], block_out[valid][None]
-            positions = positions[valid][None]
-            rows, cols = torch.zeros_like(rows), slot[rows, cols]
+            layout = PackedRows.of(batch)
+            acts, block_out = layout.pack(acts), layout.pack(block_out)
+            positions = layout.position_ids
+            rows, cols = torch.zeros_like(rows), layout.index[rows, cols]
             attention_mask = None
         channels = torch.nonzero(mask).flatten()
         selected = acts.index_select(-1, channels).float()  # cut once per edit, not once per step
 
         def logits() -> torch.Tensor:
             hidden = block_out + self.memory.delta_on(selected, channels).to(block_out.dtype)
-            return self._upper_logits(hidden, attention_mask, positions, rows, cols)
+            return self.split.upper_logits(hidden, attention_mask, positions, rows, cols)
 
         def loss() -> torch.Tensor:
             return F.cross_entropy(logits().float(), targets)
@@ -381,17 +262,15 @@ class MemoirEditor(Editor):
         generator = torch.Generator().manual_seed(1234)
         probe = torch.randn(weight.shape, generator=generator).to(weight.device) * 0.05
         route: Route = (torch.arange(len(batch), device=self.device), mask.expand(len(batch), -1))
-        tolerance = 1e-3 if self._dtype == torch.float32 else 3e-2
         try:
             weight.copy_(saved + probe)
-            full = self._full_logits(batch, route)[rows, cols].float()
-            scale = max(1.0, float(full.abs().max()))
+            full = self._full_logits(batch, route)[rows, cols]
             for candidate in candidates:
                 try:
-                    short = candidate.logits().float()
+                    short = candidate.logits()
                 except Exception:  # a model whose decoder cannot be driven this way
                     continue
-                if short.shape == full.shape and bool(((short - full).abs() <= tolerance * scale).all()):
+                if logits_match(short, full):
                     return candidate
             return None
         finally:
@@ -449,7 +328,7 @@ class MemoirEditor(Editor):
             if batch.input_ids.shape[1] == 0:
                 masks.append(torch.zeros(1, self.width, dtype=torch.bool, device=self.device))
                 continue
-            features = aggregate(self._down_proj_inputs(batch), batch.prompt_mask, self.config.aggregation, background)
+            features = aggregate(self.split.module_inputs(batch), batch.prompt_mask, self.config.aggregation, background)
             if torch.isnan(features).any():
                 masks.append(torch.zeros(1, self.width, dtype=torch.bool, device=self.device))
             else:
@@ -575,19 +454,6 @@ def _stack(first: PromptBatch, second: PromptBatch, pad_token: int) -> PromptBat
         torch.cat([pad(first.target_mask, False), pad(second.target_mask, False)]),
         "right",
     )
-
-
-def _enclosing_block(model: torch.nn.Module, module_path: str) -> tuple[str, int | None]:
-    """The block list's path and the index of the block that holds ``module_path`` (None if none does)."""
-    try:
-        blocks = block_list_path(model)
-    except ConfigError:
-        return "", None
-    prefix = blocks + "."
-    if not module_path.startswith(prefix):
-        return blocks, None
-    head = module_path[len(prefix) :].split(".", 1)[0]
-    return blocks, int(head) if head.isdigit() else None
 
 
 #: generic sentences for the background mean when the stream's own texts are not handed over (see prepare)
