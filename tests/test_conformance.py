@@ -225,3 +225,4 @@ def test_edit_makes_the_target_more_likely(editor_name, build_editor, tok, edit_
         editor.edit(request)
     after = target_log_prob(editor, tok, request.prompt, request.target)
     assert after > before, f"{editor_name}: mean target log-prob {before:.4f} -> {after:.4f}"
+

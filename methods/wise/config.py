@@ -26,8 +26,8 @@ class WiseConfig(EditorConfig):
     within ± this of the main weights. ``shard_size``: edits per shard (each shard trains under its own
     mask); ``merge_every``: edits between TIES merges of the finished shards (``merge_density`` = TIES trim
     density). ``retrieve``: WISE-Retrieve (every shard stays its own side memory; a query picks the most
-    activated one) instead of WISE-Merge. ``early_stop_loss``: an edit stops once its whole loss (cross-
-    entropy plus margins) is this low (0 disables). ``seed`` draws the gradient masks.
+    activated one) instead of WISE-Merge. ``early_stop_loss``/``early_stop_delta``: an edit stops once its whole
+    loss (cross-entropy plus margins) is at most the first and moved by at most the second. ``seed`` draws the gradient masks.
     """
 
     layer: int | str | None = None  # official layer 29/32, scaled
@@ -44,7 +44,8 @@ class WiseConfig(EditorConfig):
     merge_density: float = 0.53  # official TIES density
     retrieve: bool = False  # official default: WISE-Merge
     num_prefixes: int = 10  # official: 10 context templates
-    early_stop_loss: float = 1e-2  # stop once the edit and its margins are met
+    early_stop_loss: float = 0.02  # official: stop once the whole loss is this low...
+    early_stop_delta: float = 1e-4  # ...and no longer moving
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -57,8 +58,10 @@ class WiseConfig(EditorConfig):
             value = getattr(self, name)
             if not is_number(value) or not 0 < value <= 1:
                 raise ConfigError(f"WISE {name} must be a number in (0, 1], not {value!r}")
-        if not is_number(self.early_stop_loss) or self.early_stop_loss < 0:
-            raise ConfigError(f"WISE early_stop_loss must be a number >= 0, not {self.early_stop_loss!r}")
+        for name in ("early_stop_loss", "early_stop_delta"):
+            value = getattr(self, name)
+            if not is_number(value) or value < 0:
+                raise ConfigError(f"WISE {name} must be a number >= 0, not {value!r}")
         for name, low in (("n_iter", 1), ("shard_size", 1), ("merge_every", 1), ("num_prefixes", 0)):
             value = getattr(self, name)
             if not is_integer(value) or value < low:

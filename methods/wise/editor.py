@@ -8,7 +8,7 @@ subspaces), with cross-entropy on the target plus the routing margins: the activ
 on an irrelevant text and exceed the latter by γ. ``D`` is clamped to ``±norm_constraint`` after each
 step. Finished shards are merged with TIES every ``merge_every`` edits (WISE-Merge), or each kept as its own
 side memory (WISE-Retrieve). At inference a row uses the side memory — for every position, decode steps
-included — when its prompt's gap exceeds ``act_ratio`` × the smallest gap seen on an edit prompt, and the
+included — when its prompt's gap reaches ``act_ratio`` × the smallest gap seen on an edit prompt, and the
 main memory (the untouched model, bit for bit) otherwise.
 
 Speed: the side memory's change joins the residual stream at block ``L``'s output, so block ``L`` and
@@ -219,12 +219,14 @@ class WiseEditor(Editor):
         cfg: WiseConfig = self.config
         mask = self._gradient_mask()
         bound = cfg.norm_constraint
-        iterations, values = 0, {}
+        iterations, values, previous = 0, {}, None
         for _ in range(cfg.n_iter):
             terms = loss_fn()
             values = {name: float(t.detach()) for name, t in terms.items()}
-            if values["loss"] <= cfg.early_stop_loss:
+            loss = values["loss"]
+            if previous is not None and loss <= cfg.early_stop_loss and abs(previous - loss) <= cfg.early_stop_delta:
                 break
+            previous = loss
             trained.grad = None
             terms["loss"].backward()
             with torch.no_grad():
@@ -244,7 +246,7 @@ class WiseEditor(Editor):
         thresholds = torch.tensor(self.min_gaps[: len(memories)], device=gaps.device) * self.config.act_ratio
         best_gap, choice = gaps.max(dim=1)
         threshold = thresholds[choice]
-        active = prompt_mask.any(dim=1) & (best_gap > threshold)
+        active = prompt_mask.any(dim=1) & (best_gap >= threshold)
         self.last_routing = {"gap": best_gap, "threshold": threshold, "memory": choice, "active": active}
         if not bool(active.any()):
             return None
