@@ -1,7 +1,7 @@
 """editkit: lifelong editing of language models, every method scored with one protocol."""
 
 from .batching import PromptBatch, encode
-from .editor import Editor, EditorConfig
+from .editor import Editor, EditorConfig, RoutingScores
 from .errors import ConfigError, DataError, EditkitError
 from .registry import available_editors, get_editor_spec, register_editor
 from .requests import EditRequest
@@ -16,6 +16,7 @@ __all__ = [
     "EditorConfig",
     "EditkitError",
     "PromptBatch",
+    "RoutingScores",
     "available_editors",
     "encode",
     "get_editor_spec",

@@ -9,6 +9,10 @@ prompt boundary. A routing method overrides :meth:`routing`, a context manager i
 forward passes apply its per-row decision (taken from the prompt tokens of each row). :meth:`generate`
 runs its whole KV-cache decoding loop inside one ``routing`` context, so a decision taken in the prefill
 pass (where the prompt is visible) stays fixed for every generated token.
+
+Routing diagnostics: a routing method can also say *how sure* it is that each row is in scope
+(:meth:`Editor.routing_scores`, returning :class:`RoutingScores`). The harness records these scores for edit
+prompts, rephrases and locality prompts, so a report can show why generalization or locality is lost.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Sequence
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -79,6 +84,41 @@ def _coerce(raw: str, current: Any, key: str) -> Any:
         raise ConfigError(f"option '{key}': cannot read '{raw}' as {type(current).__name__}") from None
 
 
+@dataclass(frozen=True)
+class RoutingScores:
+    """The in-scope score of every row of one batch and the operating point the editor routes with.
+
+    The contract, the same for every routing method:
+
+    - ``scores``: one finite float per row of the batch, in row order; **higher = more in scope**.
+    - ``threshold``: the editor applies its edit to a row exactly when ``score >= threshold`` (its
+      operating point as configured now). A method whose decision has another direction or a per-key
+      threshold rescales its score so that this holds with one number, e.g. a key distance ``d`` within a
+      per-key radius ``r`` as ``score = r - d`` with ``threshold = 0``; an activation gap compared with a
+      running minimum as ``score = gap`` with ``threshold = minimum * ratio``.
+    - ``name``: a few words saying what the score is, shown on report axes (e.g. "best mask overlap").
+
+    ``scores`` accepts a list, numpy array or tensor and is stored as a tuple of floats.
+    """
+
+    scores: tuple[float, ...]
+    threshold: float
+    name: str
+
+    def __post_init__(self) -> None:
+        values = self.scores
+        if isinstance(values, torch.Tensor):
+            values = values.detach().cpu().double().numpy()
+        array = np.asarray(values, dtype=np.float64).reshape(-1)
+        if not np.isfinite(array).all() or not np.isfinite(self.threshold):
+            raise ValueError(f"routing scores '{self.name}' must be finite numbers")
+        object.__setattr__(self, "scores", tuple(float(v) for v in array))
+        object.__setattr__(self, "threshold", float(self.threshold))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
 def _cache_kwargs(model: torch.nn.Module, out: Any) -> dict[str, Any]:
     """Hand the KV cache of ``out`` back to the model under the name its transformers version uses."""
     cache = out.get("cache") if "cache" in out else out.get("past_key_values")
@@ -124,6 +164,12 @@ class Editor(ABC):
     def routing(self, batch: PromptBatch) -> Iterator[None]:
         """Apply this editor's per-row routing to every forward pass inside the block (default: none)."""
         yield
+
+    def routing_scores(self, batch: PromptBatch) -> RoutingScores | None:
+        """Per-row in-scope scores of ``batch`` (prompts only: ``batch.prompt_mask`` marks them) and the
+        threshold :meth:`routing` applies them with; ``None`` (the default) for an editor that does not
+        decide per query. Must not change the edit state. See :class:`RoutingScores` for the contract."""
+        return None
 
     @property
     def device(self) -> torch.device:

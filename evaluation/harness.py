@@ -24,6 +24,7 @@ from editkit.baseline import UneditedEditor
 from editkit.editor import EditorConfig
 from editkit.registry import EditorSpec
 
+from .routing import routing_prompts, routing_rows
 from .schedules import Schedule
 from .scorers import SCORERS, Score, Scorer
 from .store import RunWriter, SummaryRow, summarize, write_json_atomic
@@ -135,6 +136,9 @@ class Harness:
                     rows = scorer.score(editor, requests, checkpoint.step, checkpoint.edits, checkpoint.locality)
                     writer.scores(rows)
                     scores.extend(rows)
+                prompts = routing_prompts(requests, checkpoint)
+                for rows in routing_rows(editor, self.tokenizer, prompts, checkpoint.step, self.batch_size):
+                    writer.routing(rows)
                 if per_checkpoint or checkpoint.step == len(requests):
                     summary = summarize(scores, context, len(requests), per_checkpoint)
                     writer.summary(summary)

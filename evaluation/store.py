@@ -18,7 +18,9 @@ from editkit.errors import EditkitError
 from .scorers import Score
 
 CONFIG, RESULTS, EDITS, SUMMARY, STATE = "config.json", "results.jsonl", "edits.jsonl", "summary.json", "state"
-RUN_FILES = (CONFIG, RESULTS, EDITS, SUMMARY)
+#: written only for editors that report routing scores (see evaluation/routing.py)
+ROUTING = "routing.jsonl"
+RUN_FILES = (CONFIG, RESULTS, EDITS, SUMMARY, ROUTING)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class RunWriter:
         self.context = context
         self._results = open(directory / RESULTS, "a", encoding="utf-8")
         self._edits = open(directory / EDITS, "a", encoding="utf-8")
+        self._routing = None  # opened on the first routing row: most editors never write one
 
     @property
     def state_dir(self) -> Path:
@@ -78,10 +81,20 @@ class RunWriter:
         row.update({k: _jsonable(v) for k, v in stats.items()})
         self._append(self._edits, row)
 
+    def routing(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Routing-score rows (step, edit_id, kind, score, threshold, score_name), with the run's context."""
+        if self._routing is None:
+            self._routing = open(self.directory / ROUTING, "a", encoding="utf-8")
+        for row in rows:
+            self._routing.write(json.dumps({"method": self.context["method"], **row, **self._context_fields()}, ensure_ascii=False) + "\n")
+        self._routing.flush()
+
+    def _context_fields(self) -> dict[str, str]:
+        return {k: v for k, v in self.context.items() if k != "method"}
+
     def scores(self, scores: Iterable[Score]) -> None:
         for s in scores:
-            row = {"method": self.context["method"], **asdict(s)}
-            row.update({k: v for k, v in self.context.items() if k != "method"})
+            row = {"method": self.context["method"], **asdict(s), **self._context_fields()}
             self._results.write(json.dumps(row, ensure_ascii=False) + "\n")
         self._results.flush()
         os.fsync(self._results.fileno())
@@ -92,6 +105,8 @@ class RunWriter:
     def close(self) -> None:
         self._results.close()
         self._edits.close()
+        if self._routing is not None:
+            self._routing.close()
 
 
 def _jsonable(value: Any) -> Any:

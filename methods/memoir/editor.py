@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from editkit.batching import PromptBatch, encode, pad_id
-from editkit.editor import Editor
+from editkit.editor import Editor, RoutingScores
 from editkit.errors import ConfigError, EditkitError
 from editkit.checks import layer_module_path
 from editkit.layers import linear_weight_in_out
@@ -330,19 +330,38 @@ class MemoirEditor(Editor):
                 masks.append(top_k_masks(features, self.k, self.permutation))
         return torch.cat(masks)
 
-    def _decide(self, acts: torch.Tensor, prompt_mask: torch.Tensor) -> Route:
+    def _best_overlaps(self, acts: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per row: the best-overlapping stored row, that overlap / k, and whether the row had a prompt.
+
+        The one place a query mask meets the database, so the routing decision and the scores reported by
+        :meth:`routing_scores` can never disagree."""
         features = aggregate(acts, prompt_mask, self.config.aggregation, self._ensure_background())
         valid = ~torch.isnan(features).any(dim=1)
         queries = top_k_masks(torch.nan_to_num(features), self.k, self.permutation)
         best_rows, overlaps = self.database.best(pack(queries))
-        ratio = overlaps / self.k
-        active = valid.cpu().numpy() & (ratio >= self.config.tau)
+        return best_rows, overlaps / self.k, valid.cpu().numpy()
+
+    def _decide(self, acts: torch.Tensor, prompt_mask: torch.Tensor) -> Route:
+        best_rows, ratio, valid = self._best_overlaps(acts, prompt_mask)
+        active = valid & (ratio >= self.config.tau)
         self.last_routing = {"row": best_rows, "overlap": ratio, "active": active}
         if not active.any():
             return None
         rows = torch.from_numpy(np.flatnonzero(active)).to(self.device)
         masks = unpack(self.database.rows(best_rows[active]), self.width).to(self.device)
         return rows, masks
+
+    @torch.no_grad()
+    def routing_scores(self, batch: PromptBatch) -> RoutingScores:
+        """Best overlap of each row's query mask with the stored masks; the memory is on iff it is ≥ τ.
+
+        Computed from the down-projection's input over the prompt positions, as :meth:`routing` does in its
+        prefill pass (the memory does not change that input). A row without prompt tokens is never routed, so
+        it scores -1, below any τ in [0, 1]."""
+        batch = batch.to(self.device)
+        self._ensure_background()  # before the partial forward: it runs forwards of its own
+        _, ratio, valid = self._best_overlaps(self.split.module_inputs(batch), batch.prompt_mask)
+        return RoutingScores(np.where(valid, ratio, -1.0), self.config.tau, "best mask overlap")
 
     @contextmanager
     def routing(self, batch: PromptBatch) -> Iterator[None]:
