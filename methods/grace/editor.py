@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from editkit.batching import PromptBatch, encode
 from editkit.checks import layer_module_path
-from editkit.editor import Editor
+from editkit.editor import Editor, RoutingScores
 from editkit.errors import EditkitError
 from editkit.layers import linear_weight_in_out
 from editkit.partial import SplitForward, frozen, logits_match
@@ -177,19 +177,33 @@ class GraceEditor(Editor):
         self.last_routing = {}
 
     # ---------------------------------------------------------------- routing
-    def _decide(self, acts: torch.Tensor, prompt_mask: torch.Tensor) -> Replacement:
-        """Each row's key (the last prompt token's input) against the codebook."""
-        valid = prompt_mask.any(dim=1)
+    def _lookup(self, acts: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row: the nearest entry and ``radius - distance`` of each row's key (the last prompt token's
+        input), ≥ 0 exactly when the row is inside that entry's radius; rows with no prompt get -1. The one
+        place keys meet the codebook, so routing and :meth:`routing_scores` can never disagree."""
         last = last_prompt_positions(prompt_mask)
         keys = acts[torch.arange(len(acts), device=acts.device), last]
         entry, distance = self.codebook.nearest(keys)
-        radius = self.codebook.radii[entry]
-        active = valid & (distance <= radius)
-        self.last_routing = {"entry": entry, "distance": distance, "radius": radius, "active": active}
+        margin = self.codebook.radii[entry] - distance
+        return entry, torch.where(prompt_mask.any(dim=1), margin, torch.full_like(margin, -1.0))
+
+    def _decide(self, acts: torch.Tensor, prompt_mask: torch.Tensor) -> Replacement:
+        entry, margin = self._lookup(acts, prompt_mask)
+        active = margin >= 0
+        self.last_routing = {"entry": entry, "margin": margin, "active": active}
         if not bool(active.any()):
             return None
         rows = torch.nonzero(active).flatten()
         return rows, self._positions(prompt_mask)[rows], self.codebook.values[entry[rows]]
+
+    @torch.no_grad()
+    def routing_scores(self, batch: PromptBatch) -> RoutingScores:
+        """``radius - distance`` to the nearest key; the row's output is replaced iff it is ≥ 0."""
+        batch = batch.to(self.device)
+        if len(self.codebook) == 0:
+            return RoutingScores([-1.0] * len(batch), 0.0, "key radius - distance")
+        _, margin = self._lookup(self.split.module_inputs(batch), batch.prompt_mask)
+        return RoutingScores(margin, 0.0, "key radius - distance")
 
     @contextmanager
     def _replacing(self, decide: Callable[[torch.Tensor], Replacement]) -> Iterator[None]:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from editkit.batching import PromptBatch, encode
 from editkit.checks import layer_module_path
-from editkit.editor import Editor
+from editkit.editor import Editor, RoutingScores
 from editkit.errors import EditkitError
 from editkit.layers import linear_weight_in_out
 from editkit.partial import PackedRows, SplitForward, frozen, logits_match
@@ -237,21 +237,40 @@ class WiseEditor(Editor):
         return iterations, values
 
     # ---------------------------------------------------------------- routing
-    def _decide(self, acts: torch.Tensor, output: torch.Tensor, prompt_mask: torch.Tensor) -> SideRoute:
-        """Each row's gap against every side memory; the most activated one if it clears its threshold."""
+    def _gaps(self, acts: torch.Tensor, output: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per row: the most activated side memory, its gap over the prompt and that memory's threshold. The
+        one place gaps are compared, so routing and :meth:`routing_scores` can never disagree."""
         memories = self.side_memories()
         gaps = torch.stack(
             [_masked_mean(self._gap(output, F.linear(acts.float(), d)), prompt_mask) for d in memories], dim=1
         )
         thresholds = torch.tensor(self.min_gaps[: len(memories)], device=gaps.device) * self.config.act_ratio
         best_gap, choice = gaps.max(dim=1)
-        threshold = thresholds[choice]
-        active = prompt_mask.any(dim=1) & (best_gap >= threshold)
-        self.last_routing = {"gap": best_gap, "threshold": threshold, "memory": choice, "active": active}
+        return choice, best_gap, thresholds[choice]
+
+    def _decide(self, acts: torch.Tensor, output: torch.Tensor, prompt_mask: torch.Tensor) -> SideRoute:
+        """The side memory for the rows whose gap reaches their memory's threshold."""
+        choice, gap, threshold = self._gaps(acts, output, prompt_mask)
+        active = prompt_mask.any(dim=1) & (gap >= threshold)
+        self.last_routing = {"gap": gap, "threshold": threshold, "memory": choice, "active": active}
         if not bool(active.any()):
             return None
         rows = torch.nonzero(active).flatten()
-        return rows, memories, choice[rows]
+        return rows, self.side_memories(), choice[rows]
+
+    @torch.no_grad()
+    def routing_scores(self, batch: PromptBatch) -> RoutingScores:
+        """The activation gap (one side memory: against ``act_ratio`` × the smallest edit gap) or, with
+        several side memories (WISE-Retrieve), the gap over its memory's threshold against 1."""
+        batch = batch.to(self.device)
+        if self.num_edits == 0:
+            return RoutingScores([0.0] * len(batch), 1.0, "activation gap / threshold")
+        acts, output = self.split.module_io(batch)
+        _, gap, threshold = self._gaps(acts, output, batch.prompt_mask)
+        no_prompt = ~batch.prompt_mask.any(dim=1)
+        if len(self.side_memories()) == 1:
+            return RoutingScores(torch.where(no_prompt, -1.0, gap), float(threshold[0]), "activation gap")
+        return RoutingScores(torch.where(no_prompt, -1.0, gap / threshold), 1.0, "activation gap / threshold")
 
     @contextmanager
     def routing(self, batch: PromptBatch) -> Iterator[None]:
