@@ -25,7 +25,7 @@ import torch
 from .batching import PromptBatch
 from .editor import _forward_params
 from .errors import ConfigError, EditkitError
-from .layers import block_list_path, resolve_module
+from .layers import block_list_path, linear_weight_in_out, resolve_module
 
 # Per model object (weakly held, so a dropped model frees its entries): values that depend only on the base
 # weights (context prefixes, background means) and are the same for every editor built on the model.
@@ -115,6 +115,9 @@ class SplitForward:
         self.model = model
         self.module_path = module_path
         self.module = resolve_module(model, module_path)
+        weight, stored_in_out = linear_weight_in_out(self.module)
+        #: the wrapped module's widths (its input is where keys, masks and gaps are read)
+        self.out_features, self.in_features = (int(n) for n in (weight.shape[::-1] if stored_in_out else weight.shape))
         self.blocks_path, self.block_index = enclosing_block(model, module_path)
         #: False when the model cannot be driven this way at all (the editor then uses the full forward)
         self.possible = (

@@ -25,7 +25,6 @@ from editkit.batching import PromptBatch, encode
 from editkit.checks import layer_module_path
 from editkit.editor import Editor, RoutingScores
 from editkit.errors import EditkitError
-from editkit.layers import linear_weight_in_out
 from editkit.partial import SplitForward, frozen, logits_match
 from editkit.requests import EditRequest
 
@@ -62,9 +61,7 @@ class GraceEditor(Editor):
         cfg: GraceConfig = self.config
         self.module_path = layer_module_path(model, cfg.layer, (OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS))
         self.split = SplitForward(model, self.module_path)
-        weight, stored_in_out = linear_weight_in_out(self.split.module)
-        out_features, in_features = weight.shape[::-1] if stored_in_out else weight.shape
-        self.codebook = Codebook(int(in_features), int(out_features), self.device)
+        self.codebook = Codebook(self.split.in_features, self.split.out_features, self.device)
         self.num_edits = 0
         #: per-row diagnostics of the last routing decision (nearest entry, distance, radius, replaced)
         self.last_routing: dict[str, torch.Tensor] = {}

@@ -44,7 +44,6 @@ from editkit.batching import PromptBatch, encode, pad_id
 from editkit.editor import Editor, RoutingScores
 from editkit.errors import ConfigError, EditkitError
 from editkit.checks import layer_module_path
-from editkit.layers import linear_weight_in_out
 from editkit.partial import PackedRows, SplitForward, frozen, logits_match, model_cache
 from editkit.prefixes import MAX_PREFIXES, context_prefixes, prefixed
 from editkit.requests import EditRequest
@@ -70,8 +69,7 @@ class MemoirEditor(Editor):
         self.module_path = layer_module_path(model, cfg.layer, (OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS))
         self.split = SplitForward(model, self.module_path)
         self.module = self.split.module
-        weight, stored_in_out = linear_weight_in_out(self.module)
-        out_features, in_features = weight.shape[::-1] if stored_in_out else weight.shape
+        out_features, in_features = self.split.out_features, self.split.in_features
         if cfg.num_prefixes > MAX_PREFIXES:
             raise ConfigError(f"MEMOIR num_prefixes is at most {MAX_PREFIXES}")
         self.width = int(in_features)

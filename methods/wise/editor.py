@@ -29,7 +29,6 @@ from editkit.batching import PromptBatch, encode
 from editkit.checks import layer_module_path
 from editkit.editor import Editor, RoutingScores
 from editkit.errors import EditkitError
-from editkit.layers import linear_weight_in_out
 from editkit.partial import PackedRows, SplitForward, frozen, logits_match
 from editkit.prefixes import context_prefixes, prefixed
 from editkit.requests import EditRequest
@@ -64,8 +63,7 @@ class WiseEditor(Editor):
         cfg: WiseConfig = self.config
         self.module_path = layer_module_path(model, cfg.layer, (OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS))
         self.split = SplitForward(model, self.module_path)
-        weight, stored_in_out = linear_weight_in_out(self.split.module)
-        self.shape = tuple(int(n) for n in (weight.shape[::-1] if stored_in_out else weight.shape))  # [out, in]
+        self.shape = (self.split.out_features, self.split.in_features)
         from transformers.activations import ACT2FN
 
         act_name = getattr(getattr(model, "config", None), "hidden_act", None)
