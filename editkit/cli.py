@@ -51,11 +51,13 @@ def _common_options(func):
 class Prepared:
     harness: Any
     out: Path
+    lock: Any  # the output directory's RunLock, held until the command ends
 
 
-def _prepare(command: str, opts: dict[str, Any], runs: Sequence[tuple[Any, Any]]) -> Prepared:
-    """Validate every input (data, schedule, scorers, model, each method's config against the model)
-    before the output directory is touched, so a mistake never leaves a half-written run behind."""
+def _prepare(command: str, opts: dict[str, Any], runs: Sequence[tuple[Any, Any]], initial_state: Path | None = None) -> Prepared:
+    """Validate every input (data, schedule, scorers, model, each method's config and the state to start
+    from against the model) before the output directory is touched, so a mistake never leaves a
+    half-written run behind."""
     import transformers
 
     from editkit.data import load_requests, parse_columns, resolve_source
@@ -63,8 +65,8 @@ def _prepare(command: str, opts: dict[str, Any], runs: Sequence[tuple[Any, Any]]
     from editkit.evaluation.schedules import Schedule
     from editkit.evaluation.scorers import parse_scorers
     from editkit.evaluation.store import prepare_output_dir
-    from editkit.evaluation.streams import make_stream
-    from editkit.models import load_model
+    from editkit.evaluation.streams import check_fits_model, make_stream
+    from editkit.models import context_length, load_model
 
     schedule = Schedule.parse(opts["schedule"])
     scorers = parse_scorers(opts["scorers"])
@@ -86,16 +88,18 @@ def _prepare(command: str, opts: dict[str, Any], runs: Sequence[tuple[Any, Any]]
     dataset_info = {"name": opts["data"], "path": str(source), "sha256": sha256_file(source) if source.is_file() else None}
     transformers.utils.logging.disable_progress_bar()
     loaded = load_model(opts["model"], device=opts["device"], dtype=opts["dtype"], trust_remote_code=opts["trust_remote_code"])
+    check_fits_model(stream, requests, loaded.tokenizer, context_length(loaded.model), source)
     for spec, config in runs:
-        spec.build(loaded.model, loaded.tokenizer, config)  # e.g. a layer path that does not exist
+        editor = spec.build(loaded.model, loaded.tokenizer, config)  # e.g. a layer path that does not exist
+        if initial_state is not None:
+            editor.load_state(initial_state)  # a corrupted state, or one of another model or config
+            editor.reset()
     model_info = {
         "model_id": loaded.model_id,
         "weights_sha256": loaded.weights_sha256,
         "dtype": loaded.dtype,
         "device": loaded.device,
     }
-    out = opts["out"] or Path("runs") / f"{command}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    prepare_output_dir(out, opts["overwrite"])
     harness = Harness(
         model=loaded.model,
         tokenizer=loaded.tokenizer,
@@ -107,8 +111,10 @@ def _prepare(command: str, opts: dict[str, Any], runs: Sequence[tuple[Any, Any]]
         seed=opts["seed"],
         batch_size=opts["batch_size"],
         progress=opts["progress"],
+        initial_state=initial_state,
     )
-    return Prepared(harness, out)
+    out = opts["out"] or Path("runs") / f"{command}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    return Prepared(harness, out, prepare_output_dir(out, opts["overwrite"]))
 
 
 def _finish(rows: Sequence[Any], out: Path) -> None:
@@ -151,23 +157,26 @@ def compare(methods: str, overrides: tuple[str, ...], **opts: Any) -> None:
         spec = get_editor_spec(name)
         runs.append((spec, spec.make_config(**per_method[name])))
     prepared = _prepare("compare", opts, runs)
-    rows = run_compare(prepared.harness, runs, prepared.out)
+    with prepared.lock:
+        rows = run_compare(prepared.harness, runs, prepared.out)
     _finish(rows, prepared.out)
 
 
 @cli.command()
 @click.argument("method")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override, e.g. --set lr=1e-4.")
+@click.option("--load-state", type=click.Path(path_type=Path), default=None, help="Start from an editor state an earlier run saved (its state/ directory) instead of the unedited model.")
 @_common_options
-def run(method: str, overrides: tuple[str, ...], **opts: Any) -> None:
+def run(method: str, overrides: tuple[str, ...], load_state: Path | None, **opts: Any) -> None:
     """Run one method (config overrides with --set) and print its table."""
     from editkit.registry import get_editor_spec
 
     spec = get_editor_spec(method)
     config = spec.make_config(**dict(_split_override(o) for o in overrides))
-    prepared = _prepare("run", opts, [(spec, config)])
-    prepared.harness.prepare()
-    rows = prepared.harness.run(spec, config, prepared.out)
+    prepared = _prepare("run", opts, [(spec, config)], initial_state=load_state)
+    with prepared.lock:
+        prepared.harness.prepare()
+        rows = prepared.harness.run(spec, config, prepared.out)
     _finish(rows, prepared.out)
 
 

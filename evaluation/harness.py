@@ -53,6 +53,8 @@ class Harness:
     seed: int = 0
     batch_size: int = 16
     progress: bool = True
+    #: a saved editor state (``state/`` of an earlier run) every editor starts from, instead of no edits
+    initial_state: Path | None = None
     scorers: list[Scorer] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -82,10 +84,12 @@ class Harness:
     def run_config(self, spec: EditorSpec, config: EditorConfig) -> dict[str, Any]:
         import transformers
 
+        started_from = {"initial_state": str(self.initial_state)} if self.initial_state is not None else {}
         return {
             "method": spec.name,
             "editor_class": f"{spec.editor_class.__module__}.{spec.editor_class.__qualname__}",
             "method_config": config.to_dict(),
+            **started_from,
             "model": self.model_info,
             "dataset": self.dataset_info,
             "stream_hash": self.stream.hash,
@@ -114,6 +118,8 @@ class Harness:
         set_seed(self.seed)
         editor = spec.build(self.model, self.tokenizer, config)
         editor.prepare([r.irrelevant for r in self.stream.requests if r.irrelevant])
+        if self.initial_state is not None:
+            editor.load_state(self.initial_state)
         context = self.context(spec.name)
         writer = RunWriter(directory, self.run_config(spec, config), context)
         checkpoints = {cp.step: cp for cp in self.plan}
