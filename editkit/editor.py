@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .batching import PromptBatch
+from .easyedit import KeyTable
 from .errors import ConfigError, EditkitError, first_line
 from .requests import EditRequest
 
@@ -36,6 +37,11 @@ STATE_META = "state.json"
 @dataclass
 class EditorConfig:
     """Base of every method's hyper-parameter dataclass; defaults are the official ones."""
+
+    #: ``alg_name`` values of the EasyEdit hparams files of this method (upper case; empty: not checked)
+    easyedit_alg_names: ClassVar[tuple[str, ...]] = ()
+    #: how the keys of this method's EasyEdit hparams files map onto its fields (see :mod:`editkit.easyedit`)
+    easyedit_keys: ClassVar[KeyTable] = {}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -154,6 +154,31 @@ def test_layer_path_that_is_not_a_linear(refused, data_file, path, kind):
         assert f"layer path '{path}' is a {kind}, not a Linear layer" in line
 
 
+EASYEDIT = Path(__file__).parent / "fixtures" / "easyedit"
+
+
+@pytest.mark.parametrize(
+    "method, edit, needle",
+    [
+        ("memoir", "replay: true", "unknown key 'replay' for memoir; known keys:"),
+        ("memoir", "objective_optimization: label_and_context", "key 'objective_optimization': 'label_and_context' is not supported"),
+        ("memoir", 'inner_params: ["model.layers[1].mlp.down_proj.weight", "model.layers[2].mlp.down_proj.weight"]', "one module, got 2"),
+        ("ft", "layers: [1, 2]", "key 'layers': editkit edits one layer, got 2"),
+        ("memoir", "alg_name: FT", "hparams of alg_name 'FT', not of memoir (MEMOIR)"),
+        ("memoir", "top_k: [oops", "invalid YAML at line"),
+        ("memoir", "n_iter: lots", "option 'n_iter': cannot read 'lots' as int"),
+        ("none", "", "method 'none' does not read EasyEdit hparams"),
+    ],
+)
+def test_easyedit_hparams(refused, data_file, tmp_path, method: str, edit: str, needle: str):
+    """A YAML line appended to a good hparams file (a later key replaces an earlier one)."""
+    hparams = tmp_path / "hparams.yaml"
+    base = "ft-tiny.yaml" if method == "ft" else "memoir-tiny.yaml"
+    hparams.write_text((EASYEDIT / base).read_text() + edit + "\n")
+    line = refused("run", method, "--hparams", hparams, "--data", data_file)
+    assert str(hparams) in line and needle in line
+
+
 @pytest.fixture(scope="module")
 def seq2seq_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import T5Config, T5ForConditionalGeneration
