@@ -41,8 +41,16 @@ def editkit_run(out: Path, model: Path, data: Path, *extra: str) -> list[str]:
     return ["run", "none", "--model", str(model), "--data", str(data), "--out", str(out), "--no-progress", *extra]
 
 
+def refused_line(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(lines) == 1, lines
+    return lines[0]
+
+
 def test_a_live_run_locks_its_directory(capsys, tmp_path, tiny_model_dir, data_file):
-    out = tmp_path / "busy"
+    out = tmp_path / "outer" / "busy"
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, *editkit_run(out, tiny_model_dir, data_file)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -50,35 +58,17 @@ def test_a_live_run_locks_its_directory(capsys, tmp_path, tiny_model_dir, data_f
     try:
         assert holder.stdout.readline().strip() == "running", holder.stderr.read()
         assert (out / LOCK).read_text().strip() == str(holder.pid)
-        for target, extra in ((out, ["--overwrite"]), (out / "inner", [])):
-            with pytest.raises(SystemExit) as info:
-                main(editkit_run(target, tiny_model_dir, data_file, *extra))
-            lines = capsys.readouterr().err.strip().splitlines()
-            assert info.value.code == 2 and len(lines) == 1, lines
-            assert f"--out {target}: in use by a running editkit" in lines[0] and f"pid {holder.pid}" in lines[0]
-        assert not (out / "inner").exists()
+        # the same directory (--overwrite would delete the live run's files), one inside it, one around it
+        for target, extra in ((out, ["--overwrite"]), (out / "inner", []), (out.parent, [])):
+            line = refused_line(capsys, editkit_run(target, tiny_model_dir, data_file, *extra))
+            inside = "" if target == out else f" (its directory {out})"
+            assert f"--out {target}: in use by a running editkit{inside}, pid {holder.pid}" in line
+        assert not (out / "inner").exists() and sorted(p.name for p in out.parent.iterdir()) == ["busy"]
     finally:
-        holder.send_signal(signal.SIGKILL)
+        os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
     # the killed run's lock file is still there, holding a dead PID: the next run takes it over
     assert (out / LOCK).read_text().strip() == str(holder.pid)
     main(editkit_run(out, tiny_model_dir, data_file))
     assert (out / "summary.json").is_file()
     assert not (out / LOCK).exists(), "a finished run leaves no lock file behind"
-
-
-def test_a_directory_holding_a_live_run_is_refused_from_above(capsys, tmp_path, tiny_model_dir, data_file):
-    """A compare into a directory whose sub-directory a live run is writing would overwrite that run."""
-    inner = tmp_path / "outer" / "inner"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, *editkit_run(inner, tiny_model_dir, data_file)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout.readline().strip() == "running"
-        with pytest.raises(SystemExit):
-            main(editkit_run(tmp_path / "outer", tiny_model_dir, data_file))
-        line = capsys.readouterr().err.strip()
-        assert f"in use by a running editkit (its directory {inner}), pid {holder.pid}" in line
-    finally:
-        os.kill(holder.pid, signal.SIGKILL)
-        holder.wait()
