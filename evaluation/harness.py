@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 import editkit
 from editkit.baseline import UneditedEditor
-from editkit.editor import EditorConfig
+from editkit.editor import STATE_TENSORS, EditorConfig
+from editkit.hashing import sha256_file
 from editkit.registry import EditorSpec
 
 from .schedules import Schedule
@@ -84,7 +85,10 @@ class Harness:
     def run_config(self, spec: EditorSpec, config: EditorConfig) -> dict[str, Any]:
         import transformers
 
-        started_from = {"initial_state": str(self.initial_state)} if self.initial_state is not None else {}
+        started_from: dict[str, Any] = {}
+        if self.initial_state is not None:  # the edits this run starts from are part of what it measured
+            tensors = self.initial_state / STATE_TENSORS
+            started_from["initial_state"] = {"path": str(self.initial_state), "sha256": sha256_file(tensors)}
         return {
             "method": spec.name,
             "editor_class": f"{spec.editor_class.__module__}.{spec.editor_class.__qualname__}",

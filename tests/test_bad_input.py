@@ -7,6 +7,7 @@ happen before anything in the output directory is touched, so a copy that change
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -237,8 +238,9 @@ def test_starting_from_a_saved_state(capsys, tiny_model_dir, data_file, finished
     out = tmp_path / "continued"
     main(["run", "ft", "--load-state", str(finished_run / "state"), "--model", str(tiny_model_dir),
           "--data", str(data_file), "--out", str(out), "--no-progress"])  # fmt: skip
-    config = json.loads((out / "config.json").read_text())
-    assert config["initial_state"] == str(finished_run / "state")
+    started_from = json.loads((out / "config.json").read_text())["initial_state"]
+    assert started_from["path"] == str(finished_run / "state")
+    assert started_from["sha256"] == hashlib.sha256((finished_run / "state" / "state.safetensors").read_bytes()).hexdigest()
     assert json.loads((out / "state" / "state.json").read_text())["state"]["edits"] == 2 * len(GOOD)
 
 
