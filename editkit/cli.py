@@ -51,11 +51,13 @@ def _common_options(func):
 class Prepared:
     harness: Any
     out: Path
+    lock: Any  # the output directory's RunLock, held until the command ends
 
 
-def _prepare(command: str, opts: dict[str, Any], runs: Sequence[tuple[Any, Any]]) -> Prepared:
-    """Validate every input (data, schedule, scorers, model, each method's config against the model)
-    before the output directory is touched, so a mistake never leaves a half-written run behind."""
+def _prepare(command: str, opts: dict[str, Any], runs: Sequence[tuple[Any, Any]], initial_state: Path | None = None) -> Prepared:
+    """Validate every input (data, schedule, scorers, model, each method's config and the state to start
+    from against the model) before the output directory is touched, so a mistake never leaves a
+    half-written run behind."""
     import transformers
 
     from editkit.data import load_requests, parse_columns, resolve_source
@@ -63,8 +65,8 @@ def _prepare(command: str, opts: dict[str, Any], runs: Sequence[tuple[Any, Any]]
     from editkit.evaluation.schedules import Schedule
     from editkit.evaluation.scorers import parse_scorers
     from editkit.evaluation.store import prepare_output_dir
-    from editkit.evaluation.streams import make_stream
-    from editkit.models import load_model
+    from editkit.evaluation.streams import check_fits_model, make_stream
+    from editkit.models import context_length, load_model
 
     schedule = Schedule.parse(opts["schedule"])
     scorers = parse_scorers(opts["scorers"])
@@ -86,16 +88,18 @@ def _prepare(command: str, opts: dict[str, Any], runs: Sequence[tuple[Any, Any]]
     dataset_info = {"name": opts["data"], "path": str(source), "sha256": sha256_file(source) if source.is_file() else None}
     transformers.utils.logging.disable_progress_bar()
     loaded = load_model(opts["model"], device=opts["device"], dtype=opts["dtype"], trust_remote_code=opts["trust_remote_code"])
+    check_fits_model(stream, requests, loaded.tokenizer, context_length(loaded.model), source)
     for spec, config in runs:
-        spec.build(loaded.model, loaded.tokenizer, config)  # e.g. a layer path that does not exist
+        editor = spec.build(loaded.model, loaded.tokenizer, config)  # e.g. a layer path that does not exist
+        if initial_state is not None:
+            editor.load_state(initial_state)  # a corrupted state, or one of another model or config
+            editor.reset()
     model_info = {
         "model_id": loaded.model_id,
         "weights_sha256": loaded.weights_sha256,
         "dtype": loaded.dtype,
         "device": loaded.device,
     }
-    out = opts["out"] or Path("runs") / f"{command}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    prepare_output_dir(out, opts["overwrite"])
     harness = Harness(
         model=loaded.model,
         tokenizer=loaded.tokenizer,
@@ -107,8 +111,10 @@ def _prepare(command: str, opts: dict[str, Any], runs: Sequence[tuple[Any, Any]]
         seed=opts["seed"],
         batch_size=opts["batch_size"],
         progress=opts["progress"],
+        initial_state=initial_state,
     )
-    return Prepared(harness, out)
+    out = opts["out"] or Path("runs") / f"{command}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    return Prepared(harness, out, prepare_output_dir(out, opts["overwrite"]))
 
 
 def _finish(rows: Sequence[Any], out: Path) -> None:
@@ -129,8 +135,9 @@ def cli() -> None:
 @cli.command()
 @click.option("--methods", default="memoir,ft", show_default=True, help="Comma list of registered methods ('editkit methods').")
 @click.option("--set", "overrides", multiple=True, metavar="METHOD.KEY=VALUE", help="Config override for one method of the comparison.")
+@click.option("--hparams", "hparams_files", multiple=True, metavar="METHOD=FILE", help="An EasyEdit hparams YAML for one method of the comparison (--set wins over it).")
 @_common_options
-def compare(methods: str, overrides: tuple[str, ...], **opts: Any) -> None:
+def compare(methods: str, overrides: tuple[str, ...], hparams_files: tuple[str, ...], **opts: Any) -> None:
     """Run several methods on the same stream and print one table (the unedited row 'none' first)."""
     from editkit.evaluation.harness import compare as run_compare
     from editkit.registry import get_editor_spec
@@ -139,9 +146,16 @@ def compare(methods: str, overrides: tuple[str, ...], **opts: Any) -> None:
     if not names:
         raise EditkitError("--methods is empty; see 'editkit methods'")
     names = ["none"] + [n for n in dict.fromkeys(names) if n != "none"]
-    per_method: dict[str, dict[str, str]] = {n: {} for n in names}
+    per_method: dict[str, dict[str, Any]] = {n: {} for n in names}
+    unused: list[tuple[Path, list[str]]] = []
+    for item in hparams_files:
+        method, file = _split_pair(item, "--hparams", "METHOD=FILE")
+        if method not in per_method:
+            raise EditkitError(f"--hparams {item}: use METHOD=FILE with METHOD one of {', '.join(names)}")
+        per_method[method], ignored = _hparams(get_editor_spec(method), Path(file))
+        unused.append((Path(file), ignored))
     for item in overrides:
-        key, value = _split_override(item)
+        key, value = _split_pair(item)
         method, _, field = key.partition(".")
         if not field or method not in per_method:
             raise EditkitError(f"--set {item}: use METHOD.KEY=VALUE with METHOD one of {', '.join(names)}")
@@ -151,31 +165,58 @@ def compare(methods: str, overrides: tuple[str, ...], **opts: Any) -> None:
         spec = get_editor_spec(name)
         runs.append((spec, spec.make_config(**per_method[name])))
     prepared = _prepare("compare", opts, runs)
-    rows = run_compare(prepared.harness, runs, prepared.out)
+    _report_unused(unused)
+    with prepared.lock:
+        rows = run_compare(prepared.harness, runs, prepared.out)
     _finish(rows, prepared.out)
 
 
 @cli.command()
 @click.argument("method")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override, e.g. --set lr=1e-4.")
+@click.option("--hparams", "hparams_file", type=click.Path(path_type=Path), default=None, help="An EasyEdit hparams YAML of METHOD (--set wins over it).")
+@click.option("--load-state", type=click.Path(path_type=Path), default=None, help="Start from an editor state an earlier run saved (its state/ directory) instead of the unedited model.")
 @_common_options
-def run(method: str, overrides: tuple[str, ...], **opts: Any) -> None:
+def run(method: str, overrides: tuple[str, ...], hparams_file: Path | None, load_state: Path | None, **opts: Any) -> None:
     """Run one method (config overrides with --set) and print its table."""
     from editkit.registry import get_editor_spec
 
     spec = get_editor_spec(method)
-    config = spec.make_config(**dict(_split_override(o) for o in overrides))
-    prepared = _prepare("run", opts, [(spec, config)])
-    prepared.harness.prepare()
-    rows = prepared.harness.run(spec, config, prepared.out)
+    from_file, ignored = _hparams(spec, hparams_file) if hparams_file is not None else ({}, [])
+    config = spec.make_config(**{**from_file, **dict(_split_pair(o) for o in overrides)})
+    prepared = _prepare("run", opts, [(spec, config)], initial_state=load_state)
+    _report_unused([(hparams_file, ignored)] if hparams_file is not None else [])
+    with prepared.lock:
+        prepared.harness.prepare()
+        rows = prepared.harness.run(spec, config, prepared.out)
     _finish(rows, prepared.out)
 
 
-def _split_override(item: str) -> tuple[str, str]:
+def _split_pair(item: str, option: str = "--set", form: str = "KEY=VALUE") -> tuple[str, str]:
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
-        raise EditkitError(f"--set {item}: expected KEY=VALUE")
+        raise EditkitError(f"{option} {item}: expected {form}")
     return key.strip(), value
+
+
+def _hparams(spec: Any, path: Path) -> tuple[dict[str, Any], list[str]]:
+    """Config overrides from an EasyEdit hparams file of ``spec``'s method, and the keys editkit does not use."""
+    from editkit.easyedit import config_overrides, read_hparams
+
+    values, unused = config_overrides(spec.editor_class.config_class, read_hparams(path), str(path), spec.name)
+    try:
+        spec.make_config(**values)  # a value the config refuses is the file's fault: say which file
+    except EditkitError as exc:
+        raise EditkitError(f"--hparams {path}: {exc}") from None
+    return values, unused
+
+
+def _report_unused(files: Sequence[tuple[Path, list[str]]]) -> None:
+    """Say which keys of an hparams file were read but not used (run settings such as model_name and
+    device come from editkit's own options); only once every input is valid, so an error stays one line."""
+    for path, keys in files:
+        if keys:
+            click.echo(f"editkit: {path}: not used: {', '.join(keys)}", err=True)
 
 
 @cli.command()

@@ -31,7 +31,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .batching import PromptBatch
-from .errors import ConfigError, EditkitError
+from .easyedit import KeyTable
+from .errors import ConfigError, EditkitError, first_line
 from .requests import EditRequest
 
 STATE_TENSORS = "state.safetensors"
@@ -41,6 +42,11 @@ STATE_META = "state.json"
 @dataclass
 class EditorConfig:
     """Base of every method's hyper-parameter dataclass; defaults are the official ones."""
+
+    #: ``alg_name`` values of the EasyEdit hparams files of this method (upper case; empty: not checked)
+    easyedit_alg_names: ClassVar[tuple[str, ...]] = ()
+    #: how the keys of this method's EasyEdit hparams files map onto its fields (see :mod:`editkit.easyedit`)
+    easyedit_keys: ClassVar[KeyTable] = {}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -251,8 +257,21 @@ class Editor(ABC):
         for f in (tensor_file, meta_file):
             if not f.is_file():
                 raise EditkitError(f"{f}: no saved editor state here")
-        meta = json.loads(meta_file.read_text())
-        if meta.get("editor") != self.name:
-            raise EditkitError(f"{meta_file}: state of editor '{meta.get('editor')}', not '{self.name}'")
-        tensors = {k: v.to(self.device) for k, v in load_file(str(tensor_file)).items()}
-        self.load_state_dict(tensors, meta.get("state", {}))
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise EditkitError(f"{meta_file}: corrupted editor state ({first_line(exc)})") from None
+        if not isinstance(meta, dict) or meta.get("editor") != self.name:
+            editor = meta.get("editor") if isinstance(meta, dict) else None
+            raise EditkitError(f"{meta_file}: state of editor '{editor}', not '{self.name}'")
+        try:
+            tensors = {k: v.to(self.device) for k, v in load_file(str(tensor_file)).items()}
+        except Exception as exc:  # safetensors reports a damaged file with its own exception types
+            raise EditkitError(f"{tensor_file}: corrupted editor state ({first_line(exc)})") from None
+        try:
+            self.load_state_dict(tensors, meta.get("state", {}))
+        except EditkitError as exc:
+            raise EditkitError(f"{directory}: {exc}") from None
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
+            # a state that parses but does not fit this editor (another model, another config)
+            raise EditkitError(f"{directory}: state does not fit this {self.name} editor ({first_line(exc)})") from None

@@ -27,3 +27,10 @@ class DataError(EditkitError):
 
 class ConfigError(EditkitError):
     """A method configuration, override or layer path that does not fit the model."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The CLI prints errors on one line; library messages (transformers, safetensors...) often span many."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -6,6 +6,8 @@ another model the same relative depth is used, so configs say "27 of 32" and thi
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from .errors import ConfigError
@@ -13,6 +15,10 @@ from .errors import ConfigError
 # Where the list of decoder blocks lives, and the name of the FFN output projection inside a block.
 _BLOCK_LISTS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers", "layers")
 _DOWN_PROJ = ("mlp.down_proj", "mlp.c_proj", "mlp.dense_4h_to_h", "mlp.fc2", "fc2", "mlp.fc_out")
+
+# The path each module was last resolved by, so that :func:`linear_weight_in_out` can name the path the user
+# gave when it is not a Linear layer, without every editor having to pass the path along.
+_RESOLVED_AS: "weakref.WeakKeyDictionary[torch.nn.Module, str]" = weakref.WeakKeyDictionary()
 
 
 def resolve_module(model: torch.nn.Module, path: str) -> torch.nn.Module:
@@ -31,6 +37,7 @@ def resolve_module(model: torch.nn.Module, path: str) -> torch.nn.Module:
             raise ConfigError(f"layer path '{path}' does not exist: no '{part}' ({options})")
         module = children[part]
         walked.append(part)
+    _RESOLVED_AS[module] = path
     return module
 
 
@@ -75,8 +82,15 @@ def down_proj_path(model: torch.nn.Module, layer: int) -> str:
 
 
 def linear_weight_in_out(module: torch.nn.Module) -> tuple[torch.Tensor, bool]:
-    """The weight of a Linear or GPT-2 Conv1D and whether it is stored [in, out] (Conv1D) not [out, in]."""
+    """The weight of a Linear or GPT-2 Conv1D and whether it is stored [in, out] (Conv1D) not [out, in].
+
+    Anything else is refused, even with a ``weight`` (a norm's 1-D scale, an embedding table): an editor
+    would otherwise train the wrong kind of tensor without a word.
+    """
+    conv1d = type(module).__name__ == "Conv1D"
     weight = getattr(module, "weight", None)
-    if not isinstance(weight, torch.Tensor):
-        raise ConfigError(f"{type(module).__name__} has no weight matrix to edit")
-    return weight, type(module).__name__ == "Conv1D"
+    if not (isinstance(module, torch.nn.Linear) or conv1d) or not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        path = _RESOLVED_AS.get(module)
+        where = f"layer path '{path}' is" if path else "the module is"
+        raise ConfigError(f"{where} a {type(module).__name__}, not a Linear layer; give the path of a Linear such as an MLP down-projection")
+    return weight, conv1d

@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 import torch
 
-from editkit.errors import EditkitError
+from editkit.errors import EditkitError, first_line as _first_line
 from editkit.hashing import sha256_file
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
@@ -240,11 +240,22 @@ def _hub_snapshot(model_id: str) -> Path | None:
 # --------------------------------------------------------------------------------------------- loading
 
 
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    """The CLI prints errors on one line; library messages often span many."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[0] if lines else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+#: config attributes that hold the context length, across model families (Llama/Qwen, GPT-2, others)
+_CONTEXT_ATTRS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+
+
+def context_length(model: Any) -> int | None:
+    """The longest sequence ``model`` was built for, or None when its config does not say.
+
+    Rotary models run past it without an error and return quietly degraded logits, so editkit checks the
+    stream against it up front instead of relying on the model to complain.
+    """
+    config = getattr(model, "config", None)
+    for attr in _CONTEXT_ATTRS:
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 def resolve_dtype(dtype: str) -> tuple[str, torch.dtype]:

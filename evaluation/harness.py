@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 import editkit
 from editkit.baseline import UneditedEditor
-from editkit.editor import EditorConfig
+from editkit.editor import STATE_TENSORS, EditorConfig
+from editkit.hashing import sha256_file
 from editkit.registry import EditorSpec
 
 from .routing import routing_prompts, routing_rows
@@ -54,6 +55,8 @@ class Harness:
     seed: int = 0
     batch_size: int = 16
     progress: bool = True
+    #: a saved editor state (``state/`` of an earlier run) every editor starts from, instead of no edits
+    initial_state: Path | None = None
     scorers: list[Scorer] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -83,10 +86,15 @@ class Harness:
     def run_config(self, spec: EditorSpec, config: EditorConfig) -> dict[str, Any]:
         import transformers
 
+        started_from: dict[str, Any] = {}
+        if self.initial_state is not None:  # the edits this run starts from are part of what it measured
+            tensors = self.initial_state / STATE_TENSORS
+            started_from["initial_state"] = {"path": str(self.initial_state), "sha256": sha256_file(tensors)}
         return {
             "method": spec.name,
             "editor_class": f"{spec.editor_class.__module__}.{spec.editor_class.__qualname__}",
             "method_config": config.to_dict(),
+            **started_from,
             "model": self.model_info,
             "dataset": self.dataset_info,
             "stream_hash": self.stream.hash,
@@ -115,6 +123,8 @@ class Harness:
         set_seed(self.seed)
         editor = spec.build(self.model, self.tokenizer, config)
         editor.prepare([r.irrelevant for r in self.stream.requests if r.irrelevant])
+        if self.initial_state is not None:
+            editor.load_state(self.initial_state)
         context = self.context(spec.name)
         writer = RunWriter(directory, self.run_config(spec, config), context)
         checkpoints = {cp.step: cp for cp in self.plan}

@@ -7,13 +7,21 @@ sees half a file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Iterable, Sequence
 
+import editkit
 from editkit.errors import EditkitError
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs are not locked there
+    fcntl = None  # type: ignore[assignment]
 
 from .scorers import Score
 
@@ -21,6 +29,8 @@ CONFIG, RESULTS, EDITS, SUMMARY, STATE = "config.json", "results.jsonl", "edits.
 #: written only for editors that report routing scores (see evaluation/routing.py)
 ROUTING = "routing.jsonl"
 RUN_FILES = (CONFIG, RESULTS, EDITS, SUMMARY, ROUTING)
+#: held (flock) by the live run writing a directory; holds its PID for the message a second run gets
+LOCK = ".editkit.lock"
 
 
 @dataclass(frozen=True)
@@ -43,17 +53,133 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def prepare_output_dir(path: Path, overwrite: bool) -> None:
-    """Refuse to mix a new run into an old one; with ``overwrite`` clear only editkit's own files."""
+def prepare_output_dir(path: Path, overwrite: bool) -> "RunLock":
+    """Lock ``path`` for this run, then refuse to mix a new run into an old one; with ``overwrite`` clear
+    only editkit's own files, and only those of this editkit version. The caller releases the lock."""
     if path.exists() and not path.is_dir():
         raise EditkitError(f"--out {path}: exists and is not a directory")
-    if path.is_dir():
+    missing = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = RunLock(path).acquire()
+    except EditkitError:
+        with contextlib.suppress(OSError):
+            for p in missing:  # what this call created (refused from above: a live run's sub-directory)
+                p.rmdir()
+        raise
+    try:
         existing = [p for p in path.rglob("*") if p.is_file() and p.name in RUN_FILES]
         if existing and not overwrite:
             raise EditkitError(f"--out {path}: already holds results ({existing[0]}); choose another --out or pass --overwrite")
+        check_results_version(path)
         for p in existing:
             p.unlink()
-    path.mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def check_results_version(path: Path) -> None:
+    """Refuse a directory whose runs another editkit version wrote: rows of two versions in one directory
+    could not be told apart, and nothing guarantees they were scored the same way."""
+    current = editkit.__version__
+    for config in sorted(path.rglob(CONFIG)):
+        try:
+            written = json.loads(config.read_text(encoding="utf-8"))["versions"]["editkit"]
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+            raise EditkitError(f"--out {path}: cannot tell which editkit version wrote {config}; choose another --out") from None
+        if written != current:
+            raise EditkitError(
+                f"--out {path}: holds results of editkit {written} ({config}), this is editkit {current}; choose another --out"
+            )
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<directory>/.editkit.lock`` for as long as a run writes the directory.
+
+    The kernel drops the lock when its process dies, even by SIGKILL, so a lock file left behind by a dead
+    run is simply taken over, and a PID that the system has since reused cannot keep a directory locked.
+    The file holds the PID only to tell a refused user which process is using the directory. Runs nested
+    inside each other (a ``run`` into a sub-directory of a live ``compare``, or the reverse) are refused too.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.path = directory / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        if fcntl is None:
+            return self
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            holder = _try_lock(fd)
+            if holder is not None:
+                os.close(fd)
+                raise self._busy(self.directory, holder)
+            try:
+                current = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(fd)  # the holder removed the file between our open and our lock: lock the new one
+        self._fd = fd
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            self._refuse_nested_runs()
+        except EditkitError:
+            self.release()
+            raise
+        return self
+
+    def _refuse_nested_runs(self) -> None:
+        others = [d / LOCK for d in self.directory.resolve().parents] + list(self.directory.rglob(f"*/{LOCK}"))
+        for other in others:
+            try:
+                fd = os.open(other, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                holder = _try_lock(fd)
+            finally:
+                os.close(fd)
+            if holder is not None:
+                raise self._busy(other.parent, holder)
+
+    def _busy(self, directory: Path, holder: str) -> EditkitError:
+        inside = "" if directory == self.directory else f" (its directory {directory})"
+        return EditkitError(
+            f"--out {self.directory}: in use by a running editkit{inside}, pid {holder}; wait for it to end or choose another --out"
+        )
+
+    def release(self) -> None:
+        """Remove the file while still holding the lock, so no one can lock the old file after us."""
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.release()
+
+
+def _try_lock(fd: int) -> str | None:
+    """Lock ``fd``'s file (None), or, when another process holds it, the PID that process wrote there."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+    return None
 
 
 class RunWriter:

@@ -6,9 +6,11 @@ import hashlib
 import json
 import random
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
-from editkit.errors import EditkitError
+from editkit.batching import tokenize_pair
+from editkit.errors import DataError, EditkitError
 from editkit.requests import EditRequest
 
 
@@ -67,3 +69,37 @@ def make_stream(
         dup = next(i for i in ids if ids.count(i) > 1)
         raise EditkitError(f"request id '{dup}' occurs more than once in the stream; ids must be unique")
     return Stream(tuple(pool), order)
+
+
+def _scored_pairs(request: EditRequest) -> Iterator[tuple[str, str, str, str]]:
+    """(prompt field, prompt, answer field, answer) of every sequence the scorers feed for ``request``."""
+    yield "prompt", request.prompt, "target", request.target
+    for j, rephrase in enumerate(request.rephrases):
+        yield f"rephrases[{j}]", rephrase, "target", request.target
+    for j, (prompt, answer) in enumerate(request.locality):
+        yield f"locality[{j}].prompt", prompt, f"locality[{j}].answer", answer
+
+
+def check_fits_model(
+    stream: Stream, requests: Sequence[EditRequest], tokenizer: Any, context: int | None, source: Path | str
+) -> None:
+    """Every sequence a scorer will feed has tokens to score and fits the model's context.
+
+    Checked before the first edit, with this model's tokenizer, so that a record the model cannot score
+    stops the run with its file, record and field instead of failing or scoring nan hours into a stream.
+    ``requests`` is the whole file in order: the record number in a message is the file's, not the stream's.
+    """
+    record_of = {r.id: index for index, r in enumerate(requests)}
+    for request in stream.requests:
+        for prompt_field, prompt, answer_field, answer in _scored_pairs(request):
+            prompt_ids, answer_ids = tokenize_pair(tokenizer, prompt, answer)
+            problem, field = None, prompt_field
+            if not prompt_ids:
+                problem = "tokenizes to no tokens with this model's tokenizer"
+            elif not answer_ids:
+                problem, field = "tokenizes to no tokens after the prompt with this model's tokenizer", answer_field
+            elif context is not None and len(prompt_ids) + len(answer_ids) > context:
+                total = len(prompt_ids) + len(answer_ids)
+                problem = f"{total} tokens with its answer, longer than the model's context of {context} tokens"
+            if problem is not None:
+                raise DataError(source, f"{problem} (request '{request.id}')", record=record_of.get(request.id), field=field)

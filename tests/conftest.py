@@ -108,6 +108,16 @@ def default_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
     shutil.rmtree(cache, ignore_errors=True)  # 540 MB; pytest would keep it with its last three temp dirs
 
 
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model saved as a local model directory, for ``--model`` in command-line tests."""
+    path = tmp_path_factory.mktemp("tiny-model")
+    model, tokenizer = tiny_model_and_tokenizer()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 @pytest.fixture()
 def fresh_model():
     """A fresh unedited tiny model (the same weights every editor starts from) and its tokenizer."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
+from editkit.easyedit import KeyTable, choice, module_from_layers, only
 from editkit.editor import EditorConfig
 from editkit.errors import ConfigError
 
@@ -33,6 +35,20 @@ class FTConfig(EditorConfig):
     norm_constraint: float | None = None
     weight_decay: float = 0.0
     early_stop_loss: float = 1e-2
+
+    easyedit_alg_names: ClassVar[tuple[str, ...]] = ("FT", "FT-L", "FT-M")
+    #: the keys of EasyEdit's hparams/FT/*.yaml; the other module templates name modules FT never touches
+    easyedit_keys: ClassVar[KeyTable] = {
+        "layers": module_from_layers("module"),
+        "rewrite_module_tmp": None,  # read together with layers
+        "num_steps": "steps",
+        "lr": "lr",
+        "weight_decay": "weight_decay",
+        "norm_constraint": lambda value, _: {"norm_constraint": None if value is False else value},
+        "objective_optimization": choice("objective", {"prompt_last": "ft-l", "target_new": "ft-m"}),
+        "kl_factor": only(0),  # EasyEdit's FT adds no KL term unless this is set
+        **dict.fromkeys(("layer_module_tmp", "mlp_module_tmp", "attn_module_tmp", "ln_f_module", "lm_head_module")),
+    }
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:

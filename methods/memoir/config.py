@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from editkit.checks import is_number, parse_layer
+from editkit.easyedit import KeyTable, module_from_inner_params, only
 from editkit.editor import EditorConfig
 from editkit.errors import ConfigError
 
@@ -51,6 +53,22 @@ class MemoirConfig(EditorConfig):
     background_size: int = 100  # official: ~100 irrelevant prompts for the background mean
     seed: int = 0  # the TopHash permutation's seed
     fast_edit: bool = True  # cached lower layers + target-only head; False = the reference full forward
+
+    easyedit_alg_names: ClassVar[tuple[str, ...]] = ("MEMOIR",)
+    #: the keys of the MEMOIR authors' EasyEdit hparams (hparams/MEMOIR/llama3-8b.yaml)
+    easyedit_keys: ClassVar[KeyTable] = {
+        "inner_params": module_from_inner_params("layer"),
+        "edit_lr": "lr",
+        "n_iter": "n_iter",
+        "top_k": "k",
+        "irr_threshold": "tau",
+        "prompt_feature_agg": "aggregation",
+        "objective_optimization": only("only_label"),  # cross-entropy on the target tokens only
+        # editkit computes the background mean from the stream's irrelevant texts and caches it itself
+        "dir_background_features": None,
+        "RUN_SAVE_BACKGROUND_FEATURES": None,
+        "dir_to_save_background_features": None,
+    }
 
     def __post_init__(self) -> None:
         self.layer = parse_layer(self.layer, "MEMOIR")
