@@ -47,3 +47,19 @@ def test_run_and_compare_read_hparams(capsys, tmp_path, tiny_model_dir):
     memoir = json.loads((tmp_path / "cmp" / "memoir" / "config.json").read_text())["method_config"]
     assert (ft["module"], ft["objective"], ft["steps"]) == ("model.layers.1.mlp.down_proj", "ft-l", 3)
     assert (memoir["k"], memoir["tau"]) == (16, 0.6)
+
+
+def test_grace_keys():
+    values, unused = overrides("grace", "grace-tiny.yaml")
+    config = get_editor_spec("grace").make_config(**values)
+    assert (config.layer, config.lr, config.n_iter, config.eps_init) == ("model.layers.2.mlp.down_proj", 0.5, 20, 3.0)
+    assert (config.replacement, config.value_init) == ("prompt", "warm")
+    assert "num_pert" in unused
+
+
+def test_wise_keys():
+    values, _ = overrides("wise", "wise-tiny.yaml")
+    config = get_editor_spec("wise").make_config(**values)
+    assert (config.layer, config.lr, config.n_iter, config.mask_ratio) == ("model.layers.3.mlp.down_proj", 0.5, 12, 0.3)
+    assert (config.alpha, config.beta, config.gamma, config.act_ratio, config.norm_constraint) == (2.0, 8.0, 4.0, 0.9, 0.5)
+    assert (config.shard_size, config.merge_every, config.merge_density, config.retrieve) == (2, 4, 0.5, True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from editkit.checks import is_integer, is_number, parse_layer
+from editkit.easyedit import KeyTable, choice, module_from_inner_params, only
 from editkit.editor import EditorConfig
 from editkit.errors import ConfigError
 
@@ -35,6 +37,24 @@ class GraceConfig(EditorConfig):
     value_init: str = "cold"  # official cold start
     early_stop_loss: float = 1e-2  # stop once the edit is learnt: later steps cannot change its argmax
     seed: int = 0
+
+    easyedit_alg_names: ClassVar[tuple[str, ...]] = ("GRACE",)
+    #: the keys of EasyEdit's hparams/GRACE/*.yaml
+    easyedit_keys: ClassVar[KeyTable] = {
+        "inner_params": module_from_inner_params("layer"),
+        "edit_lr": "lr",
+        "n_iter": "n_iter",
+        "eps": "eps_init",
+        "replacement": choice("replacement", {"replace_last": "last", "replace_prompt": "prompt"}),
+        "val_init": choice("value_init", {"cold": "cold", "warm": "warm"}),
+        "dist_fn": only("euc"),  # Euclidean key distance
+        "eps_expand": only("coverage"),  # a same-label key's radius grows to cover the new key
+        "val_train": only("sgd"),  # values trained by gradient steps (no perturbation training)
+        "reg": only("early_stop"),
+        "val_reg": only(None, "None"),
+        "dropout": only(0, 0.0),
+        "num_pert": None,  # only used by perturbation training
+    }
 
     def __post_init__(self) -> None:
         self.layer = parse_layer(self.layer, "GRACE")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
 
 from editkit.checks import is_integer, is_number, parse_layer
+from editkit.easyedit import KeyTable, module_from_inner_params, only
 from editkit.editor import EditorConfig
 from editkit.errors import ConfigError
 from editkit.prefixes import MAX_PREFIXES
@@ -48,6 +50,26 @@ class WiseConfig(EditorConfig):
     early_stop_delta: float = 1e-4  # ...and no longer moving
     seed: int = 0
 
+    easyedit_alg_names: ClassVar[tuple[str, ...]] = ("WISE",)
+    #: the keys of EasyEdit's hparams/WISE/*.yaml
+    easyedit_keys: ClassVar[KeyTable] = {
+        "inner_params": module_from_inner_params("layer"),
+        "edit_lr": "lr",
+        "n_iter": "n_iter",
+        "mask_ratio": "mask_ratio",
+        "norm_constraint": "norm_constraint",
+        "act_margin": lambda value, _h: _margins(value),
+        "act_ratio": "act_ratio",
+        "save_freq": "shard_size",
+        "merge_freq": "merge_every",
+        "densities": "merge_density",
+        "retrieve": "retrieve",
+        "merge_alg": only("ties"),
+        "objective_optimization": only("only_label"),  # cross-entropy on the target tokens only
+        "replay": only(False),
+        "weights": only(1.0, 1),  # equal weights of the merged shards
+    }
+
     def __post_init__(self) -> None:
         self.layer = parse_layer(self.layer, "WISE")
         for name in ("lr", "alpha", "beta", "gamma", "act_ratio", "norm_constraint"):
@@ -74,3 +96,10 @@ class WiseConfig(EditorConfig):
             raise ConfigError(f"WISE retrieve must be true or false, not {self.retrieve!r}")
         if not is_integer(self.seed):
             raise ConfigError(f"WISE seed must be an integer, not {self.seed!r}")
+
+
+def _margins(value: Any) -> Mapping[str, Any]:
+    """EasyEdit's ``act_margin: [alpha, beta, gamma]``."""
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise ConfigError(f"expected [alpha, beta, gamma], not {value!r}")
+    return dict(zip(("alpha", "beta", "gamma"), value))
