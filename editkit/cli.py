@@ -6,6 +6,7 @@ validated before anything is written, and results are appended as they are produ
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,6 +40,8 @@ def _common_options(func):
         click.option("--batch-size", type=int, default=16, show_default=True, help="Scoring batch size."),
         click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory [default: runs/<command>-<time>]."),
         click.option("--overwrite", is_flag=True, help="Replace the results already in --out."),
+        click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue the killed or interrupted run in this directory, with its own options (give no others)."),
+        click.option("--checkpoint-every", type=int, default=10, show_default=True, help="Edits between two saved editor states (also saved at every scoring step), for --resume."),
         click.option("--progress/--no-progress", default=True, show_default=True),
         click.option("--trust-remote-code", is_flag=True, help="Allow the model's own code from its repository (off unless asked)."),
     ]
@@ -54,7 +57,9 @@ class Prepared:
     lock: Any  # the output directory's RunLock, held until the command ends
 
 
-def _prepare(command: str, opts: dict[str, Any], runs: Sequence[tuple[Any, Any]], initial_state: Path | None = None) -> Prepared:
+def _prepare(
+    command: str, opts: dict[str, Any], runs: Sequence[tuple[Any, Any]], invocation: dict[str, Any], initial_state: Path | None = None
+) -> Prepared:
     """Validate every input (data, schedule, scorers, model, each method's config and the state to start
     from against the model) before the output directory is touched, so a mistake never leaves a
     half-written run behind."""
@@ -64,7 +69,7 @@ def _prepare(command: str, opts: dict[str, Any], runs: Sequence[tuple[Any, Any]]
     from editkit.evaluation.harness import Harness
     from editkit.evaluation.schedules import Schedule
     from editkit.evaluation.scorers import parse_scorers
-    from editkit.evaluation.store import prepare_output_dir
+    from editkit.evaluation.store import INVOCATION, open_for_resume, prepare_output_dir, write_json_atomic
     from editkit.evaluation.streams import check_fits_model, make_stream
     from editkit.models import context_length, load_model
 
@@ -78,6 +83,8 @@ def _prepare(command: str, opts: dict[str, Any], runs: Sequence[tuple[Any, Any]]
         torch.set_num_threads(opts["threads"])
     if opts["batch_size"] < 1:
         raise EditkitError(f"--batch-size must be at least 1, got {opts['batch_size']}")
+    if opts["checkpoint_every"] < 1:
+        raise EditkitError(f"--checkpoint-every must be at least 1, got {opts['checkpoint_every']}")
     columns = parse_columns(opts["columns"]) if opts["columns"] else None
     requests = load_requests(opts["data"], columns=columns)
     num_edits = opts["num_edits"]
@@ -112,9 +119,59 @@ def _prepare(command: str, opts: dict[str, Any], runs: Sequence[tuple[Any, Any]]
         batch_size=opts["batch_size"],
         progress=opts["progress"],
         initial_state=initial_state,
+        checkpoint_every=opts["checkpoint_every"],
     )
+    if opts["resume"] is not None:
+        return Prepared(harness, opts["resume"], open_for_resume(opts["resume"]))
     out = opts["out"] or Path("runs") / f"{command}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    return Prepared(harness, out, prepare_output_dir(out, opts["overwrite"]))
+    lock = prepare_output_dir(out, opts["overwrite"])
+    write_json_atomic(out / INVOCATION, invocation)
+    return Prepared(harness, out, lock)
+
+
+def _invocation(ctx: click.Context, command: str) -> dict[str, Any]:
+    """The command and every option of this call, as JSON, so ``--resume`` can repeat it exactly."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
+        return str(value) if isinstance(value, Path) else value
+
+    return {"command": command, "params": {k: plain(v) for k, v in ctx.params.items()}}
+
+
+def _resumed(ctx: click.Context, command: str) -> dict[str, Any] | None:
+    """The options of the run ``--resume DIR`` continues (None without ``--resume``).
+
+    Resuming with other options than the run started with would mix two runs in one directory, so any
+    option given next to ``--resume`` is refused."""
+    directory = ctx.params.get("resume")
+    if directory is None:
+        return None
+    from click.core import ParameterSource
+
+    given = [f"--{k.replace('_', '-')}" for k in ctx.params if k != "resume" and ctx.get_parameter_source(k) is not ParameterSource.DEFAULT]
+    if given:
+        raise EditkitError(f"--resume {directory}: takes no other options (the run's own are reused), got {', '.join(given)}")
+    file = Path(directory) / "invocation.json"
+    try:
+        stored = json.loads(file.read_text(encoding="utf-8"))
+        params = dict(stored["params"])
+        started_as = stored["command"]
+    except FileNotFoundError:
+        raise EditkitError(f"--resume {directory}: no invocation.json here, so not a run editkit can resume") from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        raise EditkitError(f"--resume {directory}: {file} is not an invocation editkit wrote") from None
+    if started_as != command:
+        raise EditkitError(f"--resume {directory}: that run was started by 'editkit {started_as}', not 'editkit {command}'")
+    for name in ("out", "load_state", "hparams_file"):
+        if params.get(name) is not None:
+            params[name] = Path(params[name])
+    for name in ("overrides", "hparams_files"):
+        if name in params:
+            params[name] = tuple(params[name])
+    params["resume"] = Path(directory)
+    return params
 
 
 def _finish(rows: Sequence[Any], out: Path) -> None:
@@ -137,10 +194,16 @@ def cli() -> None:
 @click.option("--set", "overrides", multiple=True, metavar="METHOD.KEY=VALUE", help="Config override for one method of the comparison.")
 @click.option("--hparams", "hparams_files", multiple=True, metavar="METHOD=FILE", help="An EasyEdit hparams YAML for one method of the comparison (--set wins over it).")
 @_common_options
-def compare(methods: str, overrides: tuple[str, ...], hparams_files: tuple[str, ...], **opts: Any) -> None:
+@click.pass_context
+def compare(ctx: click.Context, methods: str, overrides: tuple[str, ...], hparams_files: tuple[str, ...], **opts: Any) -> None:
     """Run several methods on the same stream and print one table (the unedited row 'none' first)."""
     from editkit.evaluation.harness import compare as run_compare
     from editkit.registry import get_editor_spec
+
+    resumed = _resumed(ctx, "compare")
+    if resumed is not None:
+        methods, overrides, hparams_files = resumed.pop("methods"), resumed.pop("overrides"), resumed.pop("hparams_files")
+        opts = resumed
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
     if not names:
@@ -164,31 +227,40 @@ def compare(methods: str, overrides: tuple[str, ...], hparams_files: tuple[str, 
     for name in names:
         spec = get_editor_spec(name)
         runs.append((spec, spec.make_config(**per_method[name])))
-    prepared = _prepare("compare", opts, runs)
+    prepared = _prepare("compare", opts, runs, _invocation(ctx, "compare"))
     _report_unused(unused)
     with prepared.lock:
-        rows = run_compare(prepared.harness, runs, prepared.out)
+        rows = run_compare(prepared.harness, runs, prepared.out, resume=opts["resume"] is not None)
     _finish(rows, prepared.out)
 
 
 @cli.command()
-@click.argument("method")
+@click.argument("method", required=False)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override, e.g. --set lr=1e-4.")
 @click.option("--hparams", "hparams_file", type=click.Path(path_type=Path), default=None, help="An EasyEdit hparams YAML of METHOD (--set wins over it).")
 @click.option("--load-state", type=click.Path(path_type=Path), default=None, help="Start from an editor state an earlier run saved (its state/ directory) instead of the unedited model.")
 @_common_options
-def run(method: str, overrides: tuple[str, ...], hparams_file: Path | None, load_state: Path | None, **opts: Any) -> None:
+@click.pass_context
+def run(ctx: click.Context, method: str, overrides: tuple[str, ...], hparams_file: Path | None, load_state: Path | None, **opts: Any) -> None:
     """Run one method (config overrides with --set) and print its table."""
     from editkit.registry import get_editor_spec
+
+    resumed = _resumed(ctx, "run")
+    if resumed is not None:
+        method, overrides = resumed.pop("method"), resumed.pop("overrides")
+        hparams_file, load_state = resumed.pop("hparams_file"), resumed.pop("load_state")
+        opts = resumed
+    if method is None:
+        raise EditkitError("missing METHOD: editkit run METHOD [options] (see 'editkit methods')")
 
     spec = get_editor_spec(method)
     from_file, ignored = _hparams(spec, hparams_file) if hparams_file is not None else ({}, [])
     config = spec.make_config(**{**from_file, **dict(_split_pair(o) for o in overrides)})
-    prepared = _prepare("run", opts, [(spec, config)], initial_state=load_state)
+    prepared = _prepare("run", opts, [(spec, config)], _invocation(ctx, "run"), initial_state=load_state)
     _report_unused([(hparams_file, ignored)] if hparams_file is not None else [])
     with prepared.lock:
         prepared.harness.prepare()
-        rows = prepared.harness.run(spec, config, prepared.out)
+        rows = prepared.harness.run(spec, config, prepared.out, resume=opts["resume"] is not None)
     _finish(rows, prepared.out)
 
 

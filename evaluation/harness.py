@@ -25,6 +25,7 @@ from editkit.editor import STATE_TENSORS, EditorConfig
 from editkit.hashing import sha256_file
 from editkit.registry import EditorSpec
 
+from .checkpoints import Checkpoint, keep_rows_up_to, read_checkpoint, save_checkpoint
 from .routing import routing_prompts, routing_rows
 from .schedules import Schedule
 from .scorers import SCORERS, Score, Scorer
@@ -57,6 +58,8 @@ class Harness:
     progress: bool = True
     #: a saved editor state (``state/`` of an earlier run) every editor starts from, instead of no edits
     initial_state: Path | None = None
+    #: edits between two saved editor states (also saved at every scoring step), for resuming
+    checkpoint_every: int = 10
     scorers: list[Scorer] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -116,43 +119,59 @@ class Harness:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
-    def run(self, spec: EditorSpec, config: EditorConfig, directory: Path) -> list[SummaryRow]:
-        """Edit the whole stream with one method, scoring at the schedule's checkpoints; always resets."""
+    def run(self, spec: EditorSpec, config: EditorConfig, directory: Path, resume: bool = False) -> list[SummaryRow]:
+        """Edit the whole stream with one method, scoring at the schedule's checkpoints; always resets.
+
+        The editor's state is checkpointed every ``checkpoint_every`` edits and at every scoring step;
+        with ``resume`` the run continues from the last checkpoint in ``directory`` (or returns its summary
+        when it had finished)."""
         if not self._prepared:
             self.prepare()
         set_seed(self.seed)
+        context = self.context(spec.name)
+        per_checkpoint = self.schedule.kind != "immediate"
+        requests = self.stream.requests
+        last = read_checkpoint(directory) if resume else Checkpoint(0, None, False)
+        if last.complete:
+            return summarize(_scores(keep_rows_up_to(directory, last.step)), context, len(requests), per_checkpoint)
         editor = spec.build(self.model, self.tokenizer, config)
         editor.prepare([r.irrelevant for r in self.stream.requests if r.irrelevant])
-        if self.initial_state is not None:
-            editor.load_state(self.initial_state)
-        context = self.context(spec.name)
-        writer = RunWriter(directory, self.run_config(spec, config), context)
-        checkpoints = {cp.step: cp for cp in self.plan}
-        per_checkpoint = self.schedule.kind != "immediate"
         scores: list[Score] = []
+        if resume:
+            scores = _scores(keep_rows_up_to(directory, last.step))
+        if last.state is not None:
+            editor.load_state(last.state)
+        elif self.initial_state is not None:
+            editor.load_state(self.initial_state)
+        writer = RunWriter(directory, self.run_config(spec, config), context, keep_config=resume)
+        checkpoints = {cp.step: cp for cp in self.plan}
         summary: list[SummaryRow] = []
-        requests = self.stream.requests
-        bar = tqdm(requests, desc=f"{spec.name:>8} edits", unit="edit", disable=not self.progress)
+        bar = tqdm(requests, desc=f"{spec.name:>8} edits", unit="edit", disable=not self.progress, initial=last.step)
         try:
-            for index, request in enumerate(bar):
+            for index in range(last.step, len(requests)):
+                request = requests[index]
                 start = time.perf_counter()
                 stats = dict(editor.edit(request))
                 stats["seconds"] = time.perf_counter() - start
                 writer.edit(index + 1, request.id, stats)
+                bar.update(1)
                 checkpoint = checkpoints.get(index + 1)
-                if checkpoint is None:
-                    continue
-                for scorer in self.scorers:
-                    rows = scorer.score(editor, requests, checkpoint.step, checkpoint.edits, checkpoint.locality)
-                    writer.scores(rows)
-                    scores.extend(rows)
-                prompts = routing_prompts(requests, checkpoint)
-                for rows in routing_rows(editor, self.tokenizer, prompts, checkpoint.step, self.batch_size):
-                    writer.routing(rows)
-                if per_checkpoint or checkpoint.step == len(requests):
-                    summary = summarize(scores, context, len(requests), per_checkpoint)
-                    writer.summary(summary)
-            editor.save_state(writer.state_dir)
+                if checkpoint is not None:
+                    for scorer in self.scorers:
+                        rows = scorer.score(editor, requests, checkpoint.step, checkpoint.edits, checkpoint.locality)
+                        writer.scores(rows)
+                        scores.extend(rows)
+                    prompts = routing_prompts(requests, checkpoint)
+                    for rows in routing_rows(editor, self.tokenizer, prompts, checkpoint.step, self.batch_size):
+                        writer.routing(rows)
+                    if per_checkpoint or checkpoint.step == len(requests):
+                        summary = summarize(scores, context, len(requests), per_checkpoint)
+                        writer.summary(summary)
+                if index + 1 < len(requests) and (checkpoint is not None or (index + 1) % self.checkpoint_every == 0):
+                    writer.sync()
+                    save_checkpoint(directory, index + 1, editor)
+            writer.sync()
+            save_checkpoint(directory, len(requests), editor, complete=True)
         finally:
             bar.close()
             writer.close()
@@ -160,11 +179,18 @@ class Harness:
         return summary
 
 
-def compare(harness: Harness, runs: Sequence[tuple[EditorSpec, EditorConfig]], directory: Path) -> list[SummaryRow]:
+def _scores(rows: Sequence[dict[str, Any]]) -> list[Score]:
+    """The scores a resumed run had already written, as the harness produced them."""
+    return [Score(r["step"], r["edit_id"], r["metric"], r["scorer"], r["value"]) for r in rows]
+
+
+def compare(
+    harness: Harness, runs: Sequence[tuple[EditorSpec, EditorConfig]], directory: Path, resume: bool = False
+) -> list[SummaryRow]:
     """One sub-directory per method plus a combined ``summary.json``, rewritten after every method."""
     combined: list[SummaryRow] = []
     harness.prepare()
     for spec, config in runs:
-        combined += harness.run(spec, config, directory / spec.name)
+        combined += harness.run(spec, config, directory / spec.name, resume=resume)
         write_json_atomic(directory / "summary.json", [asdict(r) for r in combined])
     return combined

@@ -28,7 +28,9 @@ from .scorers import Score
 CONFIG, RESULTS, EDITS, SUMMARY, STATE = "config.json", "results.jsonl", "edits.jsonl", "summary.json", "state"
 #: written only for editors that report routing scores (see evaluation/routing.py)
 ROUTING = "routing.jsonl"
-RUN_FILES = (CONFIG, RESULTS, EDITS, SUMMARY, ROUTING)
+#: what a run needs to be resumed: the command and its options (top level), the last checkpoint (per method)
+INVOCATION, CHECKPOINT = "invocation.json", "checkpoint.json"
+RUN_FILES = (CONFIG, RESULTS, EDITS, SUMMARY, ROUTING, INVOCATION, CHECKPOINT)
 #: held (flock) by the live run writing a directory; holds its PID for the message a second run gets
 LOCK = ".editkit.lock"
 
@@ -70,10 +72,23 @@ def prepare_output_dir(path: Path, overwrite: bool) -> "RunLock":
     try:
         existing = [p for p in path.rglob("*") if p.is_file() and p.name in RUN_FILES]
         if existing and not overwrite:
-            raise EditkitError(f"--out {path}: already holds results ({existing[0]}); choose another --out or pass --overwrite")
+            raise EditkitError(f"--out {path}: already holds results ({existing[0]}); choose another --out, pass --overwrite, or continue it with --resume {path}")
         check_results_version(path)
         for p in existing:
             p.unlink()
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def open_for_resume(path: Path) -> "RunLock":
+    """Lock a run directory to continue it: it must hold the invocation of an editkit run of this version."""
+    if not (path / INVOCATION).is_file():
+        raise EditkitError(f"--resume {path}: no {INVOCATION} here, so not a run editkit can resume")
+    lock = RunLock(path).acquire()
+    try:
+        check_results_version(path)
     except BaseException:
         lock.release()
         raise
@@ -185,10 +200,11 @@ def _try_lock(fd: int) -> str | None:
 class RunWriter:
     """Writes one method's run directory; ``context`` (model, dataset, stream, schedule) goes on every row."""
 
-    def __init__(self, directory: Path, config: dict[str, Any], context: dict[str, str]):
+    def __init__(self, directory: Path, config: dict[str, Any], context: dict[str, str], keep_config: bool = False):
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(directory / CONFIG, config)
+        if not (keep_config and (directory / CONFIG).is_file()):  # a resumed run keeps its original record
+            write_json_atomic(directory / CONFIG, config)
         self.context = context
         self._results = open(directory / RESULTS, "a", encoding="utf-8")
         self._edits = open(directory / EDITS, "a", encoding="utf-8")
@@ -224,6 +240,13 @@ class RunWriter:
             self._results.write(json.dumps(row, ensure_ascii=False) + "\n")
         self._results.flush()
         os.fsync(self._results.fileno())
+
+    def sync(self) -> None:
+        """Everything written so far is on disk (before a checkpoint says so)."""
+        for handle in (self._results, self._edits, self._routing):
+            if handle is not None:
+                handle.flush()
+                os.fsync(handle.fileno())
 
     def summary(self, rows: Sequence[SummaryRow]) -> None:
         write_json_atomic(self.directory / SUMMARY, [asdict(r) for r in rows])

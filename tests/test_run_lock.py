@@ -67,8 +67,8 @@ def test_a_live_run_locks_its_directory(capsys, tmp_path, tiny_model_dir, data_f
     finally:
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
-    # the killed run's lock file is still there, holding a dead PID: the next run takes it over
+    # the killed run's lock file is still there, holding a dead PID: resuming it takes the lock over
     assert (out / LOCK).read_text().strip() == str(holder.pid)
-    main(editkit_run(out, tiny_model_dir, data_file))
+    main(["run", "--resume", str(out)])
     assert (out / "summary.json").is_file()
     assert not (out / LOCK).exists(), "a finished run leaves no lock file behind"
