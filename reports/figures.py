@@ -34,7 +34,10 @@ def bar_chart(series: Sequence[Series], style: dict[str, Style]) -> Figure:
         for i, s in enumerate(series):
             values = final_values(s, scorer) if scorer in s.run.context.scorers else (None,) * len(HEADERS)
             heights = [np.nan if v is None else v for v in values]
-            bars = axes.bar(x - 0.4 + width * (i + 0.5), heights, width, label=s.legend, color=style[s.label].colour, edgecolor="white", linewidth=0.5)
+            look = style[s.label]
+            bars = axes.bar(
+                x - 0.4 + width * (i + 0.5), heights, width, label=s.legend, color=look.colour, hatch=look.hatch, edgecolor="white", linewidth=0.5
+            )
             if len(series) <= 4:
                 axes.bar_label(bars, labels=["" if v is None else f"{v:.3f}" for v in values], fontsize=6.5, padding=1.5, rotation=90)
         axes.set_xticks(x, HEADERS)

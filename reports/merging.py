@@ -72,7 +72,14 @@ def combine(groups: Sequence[Sequence[MethodRun]], allow_mixed: bool = False) ->
         Series(r, f"{r.method} ({names[r.source]})" if mixed or repeated[r.method] > 1 else r.method, names[r.source])
         for r in kept
     ]
-    return tuple(sorted(series, key=lambda s: not s.is_baseline))
+    # the unedited row first; rows of different experiments stay together, each behind its own reference
+    order = list(names)
+    return tuple(sorted(series, key=lambda s: (order.index(s.run.source) if mixed else 0, not s.is_baseline)))
+
+
+def is_mixed(series: Sequence[Series]) -> bool:
+    """Whether the series come from different experiments (only possible with ``allow_mixed``)."""
+    return len({_match_key(s.run.context) for s in series}) > 1
 
 
 def _require_comparable(first: MethodRun, run: MethodRun, names: dict[Path, str]) -> None:

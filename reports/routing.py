@@ -103,7 +103,7 @@ def routing_table(stats: Sequence[RoutingStats]) -> Table:
     )
     steps = sorted({st.step for st in stats})
     return Table(
-        title="Routing: in-scope score of edit prompts and rephrases (in scope) against locality prompts (out of scope)",
+        title="Routing: how well each method's in-scope score separates edit prompts and rephrases from locality prompts",
         caption=caption([st.series for st in stats]) + f", scores after {', '.join(map(str, steps))} edits",
         label_header="method",
         headers=ROUTING_HEADERS,

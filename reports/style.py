@@ -29,6 +29,7 @@ BASELINE_MARKER = "."
 #: over a solid one shows both colours); the reference is dotted
 LINESTYLES = ("-", "--", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (3, 1)), (0, (1, 1)))
 BASELINE_LINESTYLE = ":"
+HATCHES = (None, "///", "...", "xxx")
 IMAGE_FORMATS = ("png", "svg")
 DPI = 150
 RATE_LIMITS = (-0.03, 1.03)  # 0 and 1 a little inside the frame, so lines lying on them stay visible
@@ -39,7 +40,17 @@ class Style:
     colour: str
     marker: str
     linestyle: str | tuple
-    filled: bool = False  # the second showing of a method (--allow-mixed) fills its markers
+    #: how many series of the same method came before (--allow-mixed); those repeats keep the colour and
+    #: change the line style, fill their markers and hatch their bars
+    repeat: int = 0
+
+    @property
+    def filled(self) -> bool:
+        return self.repeat % 2 == 1
+
+    @property
+    def hatch(self) -> str | None:
+        return HATCHES[self.repeat % len(HATCHES)]
 
 
 def styles(series: Sequence[Series]) -> dict[str, Style]:
@@ -52,14 +63,14 @@ def styles(series: Sequence[Series]) -> dict[str, Style]:
         repeat = seen.get(s.method, 0)
         seen[s.method] = repeat + 1
         if s.is_baseline:
-            out[s.label] = Style(BASELINE_COLOUR, BASELINE_MARKER, BASELINE_LINESTYLE, repeat % 2 == 1)
+            out[s.label] = Style(BASELINE_COLOUR, BASELINE_MARKER, BASELINE_LINESTYLE, repeat)
             continue
         index = methods.index(s.method)
         out[s.label] = Style(
             OKABE_ITO[index % len(OKABE_ITO)],
             MARKERS[index % len(MARKERS)],
             LINESTYLES[(index + repeat) % len(LINESTYLES)],
-            repeat % 2 == 1,
+            repeat,
         )
     return out
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Sequence
 
 from .formats import Row, Table, markdown_grid, shown
-from .merging import Series, caption, scorer_name
+from .merging import Series, caption, is_mixed, scorer_name
 
 METRIC_ORDER = ("reliability", "generalization", "locality")
 SHORT = {"reliability": "rel", "generalization": "gen", "locality": "loc"}
@@ -52,19 +52,23 @@ def results_tables(series: Sequence[Series]) -> list[Table]:
     for scorer in ordered_scorers(s for one in series for s in one.run.context.scorers):
         rows_of = [s for s in series if scorer in s.run.context.scorers]
         values = [final_values(s, scorer) for s in rows_of]
-        marks = best_marks(values, [not s.is_baseline for s in rows_of])
+        mixed = is_mixed(rows_of)  # a best across different experiments would rank what does not compare
+        marks = best_marks(values, [not (s.is_baseline or mixed) for s in rows_of])
         rows = tuple(
             Row(
                 label=s.label,
                 values=v,
                 best=m,
                 extra=_csv_context(s, scorer),
-                rule_after=s.is_baseline and i + 1 < len(rows_of) and not rows_of[i + 1].is_baseline,
+                rule_after=_rule_after(rows_of, i, mixed),
             )
             for i, (s, v, m) in enumerate(zip(rows_of, values, marks))
         )
         baseline = next((s.method for s in rows_of if s.is_baseline), None)
-        note = "Bold: best per column among the edited methods" + (f" ({baseline} is the unedited reference)." if baseline else ".")
+        if mixed:
+            note = "No best marked: the rows come from different experiments."
+        else:
+            note = "Bold: best per column among the edited methods" + (f" ({baseline} is the unedited reference)." if baseline else ".")
         tables.append(
             Table(
                 title="Reliability (Rel), generalization (Gen), locality (Loc) and their mean after the stream",
@@ -78,6 +82,14 @@ def results_tables(series: Sequence[Series]) -> list[Table]:
             )
         )
     return tables
+
+
+def _rule_after(rows: Sequence[Series], i: int, mixed: bool) -> bool:
+    """A rule under the reference row, and between the experiments of a mixed table."""
+    if i + 1 == len(rows):
+        return False
+    here, after = rows[i], rows[i + 1]
+    return (mixed and after.source_name != here.source_name) or (here.is_baseline and not after.is_baseline)
 
 
 def _csv_context(series: Series, scorer: str) -> tuple[tuple[str, str], ...]:

@@ -147,7 +147,8 @@ def test_mismatched_runs_are_refused_or_captioned(tmp_path, field, change):
     assert "first" in str(info.value) and "second" in str(info.value) and "--allow-mixed" in str(info.value)
     mixed = build_report([first, second], allow_mixed=True)
     labels = [r.label for r in mixed.tables[0].rows]
-    assert labels[:2] == ["none (first)", "none (second)"] and "beta (second)" in labels
+    assert labels == ["none (first)", "alpha (first)", "none (second)", "beta (second)"]  # each behind its reference
+    assert all(not r.best for r in mixed.tables[0].rows) and "No best marked" in mixed.tables[0].note
     shown_field = "T" if field == "T" else field
     if field != "scorers":
         assert f"{shown_field} differs (" in mixed.tables[0].caption
