@@ -61,7 +61,10 @@ def write_report(report: Report, out: Path, plots: bool = True) -> Report:
     """Write tables (md, csv, tex), figures (PNG + SVG) and ``report.md`` into ``out``."""
     if out.exists() and not out.is_dir():
         raise EditkitError(f"--out {out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EditkitError(f"--out {out}: cannot create it ({exc.strerror})") from None
     sections = ["# editkit report", "", "From: " + ", ".join(f"`{d}`" for d in dict.fromkeys(str(s.run.source) for s in report.series)), ""]
     for fmt in FORMATS:
         report.files.append(_write(out / f"table.{fmt}", render(report.tables, fmt)))

@@ -25,17 +25,22 @@ from .merging import Series, caption
 @dataclass(frozen=True)
 class RoutingStats:
     series: Series
-    step: int
+    step: int  # the checkpoint read; under ``immediate`` every edit's own checkpoint is read (pooled)
+    pooled: bool
     score_name: str
-    threshold: float
+    threshold: float  # at the last checkpoint read (the line drawn on the histogram)
     scores: dict[str, np.ndarray]  # kind -> scores of that kind's prompts
+    thresholds: dict[str, np.ndarray]  # kind -> the threshold each of those prompts was routed with
     auc: float | None  # None when one of the two classes has no prompt
     roc: tuple[np.ndarray, np.ndarray] | None  # (false positive rates, true positive rates)
 
+    def thresholds_of(self, kinds: Sequence[str]) -> np.ndarray:
+        return np.concatenate([self.thresholds[k] for k in kinds])
+
     def routed(self, kinds: Sequence[str]) -> float | None:
-        """Share of the prompts of these kinds at or above the threshold (where the edit is applied)."""
+        """Share of the prompts of these kinds at or above their threshold (where the edit is applied)."""
         values = np.concatenate([self.scores[k] for k in kinds])
-        return float((values >= self.threshold).mean()) if values.size else None
+        return float((values >= self.thresholds_of(kinds)).mean()) if values.size else None
 
     @property
     def tpr(self) -> float | None:
@@ -50,15 +55,24 @@ class RoutingStats:
 
 
 def routing_stats(series: Series) -> RoutingStats | None:
-    """The scores of the last checkpoint, or None for a method that wrote no routing scores."""
+    """The scores of the last checkpoint, or None for a method that wrote no routing scores.
+
+    Under ``immediate`` each checkpoint holds only the edit just applied, so every checkpoint is read: each
+    edit's prompts right after it (the threshold may move from one to the next, so each row keeps its own)."""
     rows = series.run.routing
     if not rows:
         return None
-    step = max(int(r["step"]) for r in rows)
-    last = [r for r in rows if int(r["step"]) == step]
     file = series.run.directory / ROUTING if series.run.directory else ROUTING
-    threshold, name = _single(last, "threshold", file, step), _single(last, "score_name", file, step)
-    scores = {kind: np.array([float(r["score"]) for r in last if r["kind"] == kind]) for kind in KINDS}
+    step = max(int(r["step"]) for r in rows)
+    pooled = series.run.context.schedule == "immediate"
+    by_step: dict[int, list[dict]] = {}
+    for r in rows:
+        by_step.setdefault(int(r["step"]), []).append(r)
+    used = rows if pooled else by_step[step]
+    threshold = {at: _single(at_rows, "threshold", file, at) for at, at_rows in by_step.items()}[step]
+    name = _single(used, "score_name", file, step)
+    scores = {kind: np.array([float(r["score"]) for r in used if r["kind"] == kind]) for kind in KINDS}
+    thresholds = {kind: np.array([float(r["threshold"]) for r in used if r["kind"] == kind]) for kind in KINDS}
     inside = np.concatenate([scores[k] for k in IN_SCOPE])
     outside = scores["locality"]
     auc = roc = None
@@ -68,7 +82,7 @@ def routing_stats(series: Series) -> RoutingStats | None:
         auc = float(roc_auc_score(labels, values))
         false_pos, true_pos, _ = roc_curve(labels, values)
         roc = (false_pos, true_pos)
-    return RoutingStats(series, step, str(name), float(threshold), scores, auc, roc)
+    return RoutingStats(series, step, pooled, str(name), float(threshold), scores, thresholds, auc, roc)
 
 
 def _single(rows: Sequence[dict], field: str, file: object, step: int) -> object:
@@ -88,7 +102,7 @@ def routing_table(stats: Sequence[RoutingStats]) -> Table:
             label=st.series.label,
             values=(
                 st.score_name,
-                st.threshold,
+                st.threshold if np.unique(st.thresholds_of(KINDS)).size == 1 else f"varies, last {st.threshold:g}",
                 st.auc,
                 st.tpr,
                 st.fpr,
@@ -101,10 +115,10 @@ def routing_table(stats: Sequence[RoutingStats]) -> Table:
         )
         for st in stats
     )
-    steps = sorted({st.step for st in stats})
+    when = sorted({"right after each edit" if st.pooled else f"after {st.step} edits" for st in stats})
     return Table(
         title="Routing: how well each method's in-scope score separates edit prompts and rephrases from locality prompts",
-        caption=caption([st.series for st in stats]) + f", scores after {', '.join(map(str, steps))} edits",
+        caption=caption([st.series for st in stats]) + f", scores {' and '.join(when)}",
         label_header="method",
         headers=ROUTING_HEADERS,
         keys=ROUTING_KEYS,

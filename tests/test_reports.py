@@ -57,12 +57,12 @@ def make_run(root: Path, method: str, offset: float = 0.0, schedule: str = "ever
     return [asdict(r) for r in summary]
 
 
-def make_compare(root: Path, methods: dict[str, float], **kwargs) -> Path:
-    """A compare directory: one run per method (with its offset) and the combined summary.json."""
+def make_compare(root: Path, methods: dict[str, float], routing: dict[str, list[dict]] | None = None, **kwargs) -> Path:
+    """A compare directory: one run per method (with its offset and routing rows) and the combined summary.json."""
     root.mkdir(parents=True, exist_ok=True)
     combined = []
     for method, offset in methods.items():
-        combined += make_run(root, method, offset, **kwargs)
+        combined += make_run(root, method, offset, routing=(routing or {}).get(method), **kwargs)
     (root / "summary.json").write_text(json.dumps(combined))
     return root
 
@@ -185,10 +185,7 @@ def _decodes(path: Path) -> None:
 
 def test_every_figure_is_written_and_decodes(tmp_path):
     routing = routing_rows(N, [0.9, 0.8, 0.7, 0.3], [0.5, 0.2, 0.1], 0.6)
-    root = tmp_path / "cmp"
-    root.mkdir()
-    combined = make_run(root, "none", -0.4) + make_run(root, "alpha", 0.3, routing=routing) + make_run(root, "beta", 0.1)
-    (root / "summary.json").write_text(json.dumps(combined))
+    root = make_compare(tmp_path / "cmp", {"none": -0.4, "alpha": 0.3, "beta": 0.1}, routing={"alpha": routing})
     report = write_report(build_report([root]), root / "report")
     stems = ["bars", "forgetting-tf", "forgetting-gen", "cost", "routing-scores", "routing-roc"]
     for stem in stems:
@@ -242,10 +239,7 @@ def test_routing_auc_and_operating_point(tmp_path):
 
     inside, outside = [0.9, 0.8, 0.4, 0.55], [0.5, 0.1, 0.6]
     early = routing_rows(2, [0.1] * 4, [0.9] * 3, 0.6)  # an earlier checkpoint: must not be read
-    root = make_compare(tmp_path / "r", {"none": -0.4})
-    make_run(root, "alpha", 0.3, routing=early + routing_rows(N, inside, outside, 0.6))
-    combined = json.loads((root / "summary.json").read_text()) + json.loads((root / "alpha" / "summary.json").read_text())
-    (root / "summary.json").write_text(json.dumps(combined))
+    root = make_compare(tmp_path / "r", {"none": -0.4, "alpha": 0.3}, routing={"alpha": early + routing_rows(N, inside, outside, 0.6)})
     report = build_report([root])
     (stats,) = report.routing
     # pairs (in, out) ranked correctly: 0.9 and 0.8 beat all three, 0.55 beats 0.5 and 0.1, 0.4 beats 0.1
@@ -259,12 +253,23 @@ def test_routing_auc_and_operating_point(tmp_path):
 
 
 def test_routing_needs_both_classes_for_an_auc(tmp_path):
-    root = make_compare(tmp_path / "r", {"none": -0.4})
-    make_run(root, "alpha", 0.3, routing=routing_rows(N, [0.9, 0.8], [], 0.5))
-    (root / "summary.json").write_text(json.dumps(json.loads((root / "summary.json").read_text()) + json.loads((root / "alpha" / "summary.json").read_text())))
+    root = make_compare(tmp_path / "r", {"none": -0.4, "alpha": 0.3}, routing={"alpha": routing_rows(N, [0.9, 0.8], [], 0.5)})
     report = write_report(build_report([root]), root / "report")
     assert report.routing[0].auc is None and report.routing[0].fpr is None
     assert "routing ROC: no scores with both in-scope and locality prompts" in report.notes
+
+
+def test_routing_under_immediate_reads_each_edit_right_after_it(tmp_path):
+    rows = [row for step in (1, 2, 3) for row in routing_rows(step, [0.9, 0.55], [0.3], 0.4 + 0.1 * step)]
+    root = make_compare(tmp_path / "imm", {"none": -0.4, "alpha": 0.3}, routing={"alpha": rows}, schedule="immediate")
+    report = build_report([root])
+    (stats,) = report.routing
+    assert stats.pooled and stats.count(("edit", "rephrase")) == 6 and stats.count(("locality",)) == 3
+    # each rephrase against its own checkpoint's threshold: 0.55 >= 0.5, < 0.6, < 0.7
+    assert stats.routed(("rephrase",)) == pytest.approx(1 / 3) and stats.routed(("edit",)) == 1.0
+    assert stats.threshold == pytest.approx(0.7)
+    row = report.routing_table.rows[0]
+    assert row.values[1] == "varies, last 0.7" and "right after each edit" in report.routing_table.caption
 
 
 # ----------------------------------------------------------------------------------------------- CLI
