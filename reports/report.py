@@ -59,6 +59,9 @@ def build_report(directories: Sequence[Path], allow_mixed: bool = False) -> Repo
 
 def write_report(report: Report, out: Path, plots: bool = True) -> Report:
     """Write tables (md, csv, tex), figures (PNG + SVG) and ``report.md`` into ``out``."""
+    if plots:
+        for s in report.series:  # read (and check) what the figures need before the first file is written
+            _ = s.run.results, s.run.edits
     if out.exists() and not out.is_dir():
         raise EditkitError(f"--out {out}: exists and is not a directory")
     try:

@@ -22,6 +22,8 @@ from editkit.evaluation.schedules import Schedule
 from editkit.evaluation.scorers import METRICS, Score
 from editkit.evaluation.store import RunWriter, summarize
 from editkit.reports.report import build_report, write_report
+from test_cli import assert_one_line_error
+from test_protocol import make_harness, read_jsonl
 
 STREAM = "ab12cd34" + "0" * 56
 N = 6
@@ -290,14 +292,6 @@ def editkit(capsys):
     return run
 
 
-def assert_one_line_error(code, err, *needles):
-    assert code == 2, err
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
-
 def test_cli_report_prints_and_writes(editkit, compare_dir, tmp_path):
     code, out, err = editkit("report", compare_dir, "--no-plots")
     assert code == 0, err
@@ -326,6 +320,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(editkit, compare_dir, tmp_path):
         handle.write('{"step": 6, "edit_id": "e0"\n')
     code, _, err = editkit("report", compare_dir)
     assert_one_line_error(code, err, "results.jsonl, line", "not valid JSON")
+    assert not (compare_dir / "report").exists()  # checked before anything is written
     other = make_compare(tmp_path / "other", {"none": -0.4}, dataset="elsewhere")
     code, _, err = editkit("report", compare_dir, other, "--out", tmp_path / "o")
     assert_one_line_error(code, err, "dataset differs", "--allow-mixed")
@@ -337,7 +332,6 @@ def test_cli_bad_input_is_one_line_and_exit_2(editkit, compare_dir, tmp_path):
 def test_harness_writes_routing_scores_for_memoir_only(tmp_path):
     from editkit.evaluation import compare
     from editkit.registry import get_editor_spec
-    from test_protocol import make_harness, read_jsonl
 
     harness = make_harness("every:3")
     runs = [(get_editor_spec(n), get_editor_spec(n).make_config(**kw)) for n, kw in (("none", {}), ("memoir", {"n_iter": 3, "tau": 0.7}))]
