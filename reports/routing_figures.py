@@ -35,7 +35,7 @@ def routing_histograms(stats: Sequence[RoutingStats], style: dict[str, Style]) -
         values = np.concatenate([*st.scores.values(), [st.threshold]])
         edges = np.linspace(values.min(), values.max(), BINS + 1) if values.max() > values.min() else BINS
         looks = {
-            "locality": dict(histtype="stepfilled", color=BASELINE_COLOUR, alpha=0.55),
+            "locality": dict(histtype="stepfilled", facecolor="#dddddd", edgecolor=BASELINE_COLOUR, hatch="///", linewidth=0.8),
             "edit": dict(histtype="stepfilled", color=colour, alpha=0.45),
             "rephrase": dict(histtype="step", color=colour, linewidth=1.8, linestyle="--"),
         }
@@ -49,7 +49,7 @@ def routing_histograms(stats: Sequence[RoutingStats], style: dict[str, Style]) -
             f"at threshold {st.threshold:g}: TPR {_percent(st.tpr)}, FPR {_percent(st.fpr)}",
             fontsize=9,
         )
-        axes.set_xlabel(f"{st.score_name} (higher = more in scope)")
+        axes.set_xlabel(f"{st.score_name}\n(higher = more in scope)")
         axes.set_ylabel("share of that kind's prompts")
         axes.grid(axis="y", alpha=0.3, linewidth=0.6)
     for axes in panels[len(stats):]:
@@ -57,7 +57,7 @@ def routing_histograms(stats: Sequence[RoutingStats], style: dict[str, Style]) -
     handles = [  # neutral stand-ins: in the panels the in-scope kinds take each method's own colour
         Patch(facecolor="#444444", alpha=0.45, label="edit prompts (filled, method colour)"),
         Line2D([], [], color="#444444", linestyle="--", linewidth=1.8, label="rephrases (dashed outline, method colour)"),
-        Patch(facecolor=BASELINE_COLOUR, alpha=0.55, label="locality prompts (grey)"),
+        Patch(facecolor="#dddddd", edgecolor=BASELINE_COLOUR, hatch="///", label="locality prompts (hatched grey)"),
         Line2D([], [], color="black", linestyle=":", label="threshold (the method's operating point)"),
     ]
     legend_below(figure, handles=handles)
@@ -77,7 +77,7 @@ def roc_figure(stats: Sequence[RoutingStats], style: dict[str, Style]) -> Figure
         fpr, tpr = st.roc
         axes.plot(fpr, tpr, color=look.colour, linestyle=look.linestyle, linewidth=1.8, label=f"{st.series.label} (AUC {st.auc:.3f})")
         axes.plot([st.fpr], [st.tpr], marker=look.marker, color=look.colour, markersize=8, markeredgecolor="black", linestyle="none")
-    axes.plot([], [], marker="o", color="white", markeredgecolor="black", linestyle="none", label="at the method's threshold")
+    axes.plot([], [], marker="o", color="white", markeredgecolor="black", linestyle="none", label="filled marker: at the method's threshold")
     axes.set_xlim(-0.02, 1.02)
     axes.set_ylim(-0.02, 1.02)
     axes.set_aspect("equal")
