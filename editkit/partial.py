@@ -25,7 +25,7 @@ import torch
 from .batching import PromptBatch
 from .editor import _forward_params
 from .errors import ConfigError, EditkitError
-from .layers import block_list_path, resolve_module
+from .layers import block_list_path, linear_weight_in_out, resolve_module
 
 # Per model object (weakly held, so a dropped model frees its entries): values that depend only on the base
 # weights (context prefixes, background means) and are the same for every editor built on the model.
@@ -67,6 +67,21 @@ def blocks_from(model: torch.nn.Module, blocks_path: str, start: int) -> Iterato
         setattr(parent, attr, blocks)
 
 
+@contextmanager
+def frozen(model: torch.nn.Module) -> Iterator[None]:
+    """No base parameter requires grad inside the block (so a backward pass through the blocks above an
+    edit computes no weight gradients); the flags are restored after, because a model is shared by every
+    editor of a comparison and one of them (fine-tuning) trains a base weight."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 def forward_until_stop(model: torch.nn.Module, batch: PromptBatch, hooks: list[Any]) -> None:
     """A no-grad forward that the hooks cut short (by raising ``_Stop``) once they hold what they need."""
     try:
@@ -100,6 +115,9 @@ class SplitForward:
         self.model = model
         self.module_path = module_path
         self.module = resolve_module(model, module_path)
+        weight, stored_in_out = linear_weight_in_out(self.module)
+        #: the wrapped module's widths (its input is where keys, masks and gaps are read)
+        self.out_features, self.in_features = (int(n) for n in (weight.shape[::-1] if stored_in_out else weight.shape))
         self.blocks_path, self.block_index = enclosing_block(model, module_path)
         #: False when the model cannot be driven this way at all (the editor then uses the full forward)
         self.possible = (
@@ -109,18 +127,23 @@ class SplitForward:
             and callable(getattr(model, "get_output_embeddings", None))
         )
 
-    def module_inputs(self, batch: PromptBatch) -> torch.Tensor:
-        """[B, T, D] input of the wrapped module (nothing applied), stopping the forward right there."""
+    def module_io(self, batch: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input [B, T, D] and output [B, T, H] of the wrapped module (nothing applied), stopping the
+        forward right there; works on any model, split or not."""
         captured: dict[str, torch.Tensor] = {}
 
-        def grab(_module: torch.nn.Module, args: tuple) -> None:
-            captured["a"] = args[0].detach()
+        def grab(_module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
+            captured["in"], captured["out"] = args[0].detach(), output.detach()
             raise _Stop
 
-        forward_until_stop(self.model, batch, [self.module.register_forward_pre_hook(grab)])
-        if "a" not in captured:
+        forward_until_stop(self.model, batch, [self.module.register_forward_hook(grab)])
+        if "in" not in captured:
             raise EditkitError(f"{self.module_path} was not called in the forward pass")
-        return captured["a"]
+        return captured["in"], captured["out"]
+
+    def module_inputs(self, batch: PromptBatch) -> torch.Tensor:
+        """[B, T, D] input of the wrapped module (nothing applied)."""
+        return self.module_io(batch)[0]
 
     def lower(self, batch: PromptBatch) -> LowerPart:
         """Block ``L``'s view of ``batch`` with nothing applied; computed once per edit."""

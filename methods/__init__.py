@@ -3,4 +3,6 @@
 from editkit import baseline  # noqa: F401  (the unedited "none" row)
 
 from . import ft  # noqa: F401
+from . import grace  # noqa: F401
 from . import memoir  # noqa: F401
+from . import wise  # noqa: F401

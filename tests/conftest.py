@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import pytest
 import torch
@@ -144,3 +144,33 @@ def continuation_batch():
 def target_log_prob():
     """``target_log_prob(editor, tokenizer, prompt, target)`` -> mean log-prob of the target tokens."""
     return _target_log_prob
+
+
+def _probe_pairs(requests: Sequence[EditRequest], unrelated: Sequence[str]) -> list[tuple[str, str]]:
+    """(prompt, continuation) pairs mixing edited prompts, a rephrase, locality and unrelated prompts."""
+    return [
+        (requests[0].prompt, requests[0].target),
+        (unrelated[0], "green"),
+        (requests[1].prompt, requests[1].target),
+        (requests[0].rephrases[0], requests[0].target),
+        requests[2].locality[0],
+        (unrelated[1], "and set"),
+        (requests[2].prompt, requests[2].target),
+    ]
+
+
+@pytest.fixture()
+def probe_prompts(edit_requests, unrelated_prompts):
+    """Prompts of different lengths, some edited and some not."""
+    return [prompt for prompt, _ in _probe_pairs(edit_requests, unrelated_prompts)]
+
+
+@pytest.fixture()
+def probe_batch(tok, edit_requests, unrelated_prompts):
+    """``probe_batch(padding_side)``: the probe prompts with a continuation each, as the tf scorer sends."""
+
+    def make(padding_side="right"):
+        pairs = _probe_pairs(edit_requests, unrelated_prompts)
+        return editkit.encode(tok, [p for p, _ in pairs], [t for _, t in pairs], padding_side=padding_side)
+
+    return make

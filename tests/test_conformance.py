@@ -35,36 +35,6 @@ def _apply_all(editor: Editor, requests: Sequence[EditRequest]) -> list[dict[str
     return [editor.edit(request) for request in requests]
 
 
-def _probe_pairs(requests: Sequence[EditRequest], unrelated: Sequence[str]) -> list[tuple[str, str]]:
-    """(prompt, continuation) pairs mixing edited prompts, a rephrase, locality and unrelated prompts."""
-    return [
-        (requests[0].prompt, requests[0].target),
-        (unrelated[0], "green"),
-        (requests[1].prompt, requests[1].target),
-        (requests[0].rephrases[0], requests[0].target),
-        requests[2].locality[0],
-        (unrelated[1], "and set"),
-        (requests[2].prompt, requests[2].target),
-    ]
-
-
-@pytest.fixture()
-def probe_prompts(edit_requests, unrelated_prompts):
-    """Prompts of different lengths, some edited and some not."""
-    return [prompt for prompt, _ in _probe_pairs(edit_requests, unrelated_prompts)]
-
-
-@pytest.fixture()
-def probe_batch(tok, edit_requests, unrelated_prompts):
-    """``probe_batch(padding_side)``: the probe prompts with a continuation each, as the tf scorer sends."""
-
-    def make(padding_side="right"):
-        pairs = _probe_pairs(edit_requests, unrelated_prompts)
-        return encode(tok, [p for p, _ in pairs], [t for _, t in pairs], padding_side=padding_side)
-
-    return make
-
-
 # ----------------------------------------------------------------------------- 1. edit() and its stats
 def test_edit_returns_stats_for_a_sequence_of_edits(editor_name, build_editor, edit_requests):
     editor = build_editor(editor_name)
@@ -241,3 +211,4 @@ def test_edit_makes_the_target_more_likely(editor_name, build_editor, tok, edit_
         editor.edit(request)
     after = target_log_prob(editor, tok, request.prompt, request.target)
     assert after > before, f"{editor_name}: mean target log-prob {before:.4f} -> {after:.4f}"
+

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
+from editkit.checks import is_number, parse_layer
 from editkit.editor import EditorConfig
 from editkit.errors import ConfigError
 
@@ -53,14 +53,8 @@ class MemoirConfig(EditorConfig):
     fast_edit: bool = True  # cached lower layers + target-only head; False = the reference full forward
 
     def __post_init__(self) -> None:
-        if isinstance(self.layer, str):
-            text = self.layer.strip()
-            if not text:
-                raise ConfigError("MEMOIR layer must be None, an integer or a dotted module path, not ''")
-            self.layer = int(text) if text.lstrip("-").isdigit() else text
-        elif self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int)):
-            raise ConfigError(f"MEMOIR layer must be None, an integer or a module path, not {self.layer!r}")
-        if isinstance(self.k, bool) or not _number(self.k) or not self.k > 0:
+        self.layer = parse_layer(self.layer, "MEMOIR")
+        if isinstance(self.k, bool) or not is_number(self.k) or not self.k > 0:
             raise ConfigError(f"MEMOIR k must be a count >= 1 or a fraction in (0, 1), not {self.k!r}")
         if isinstance(self.k, float) and self.k >= 1 and not self.k.is_integer():
             raise ConfigError(f"MEMOIR k {self.k} is neither a fraction < 1 nor a whole count")
@@ -68,15 +62,15 @@ class MemoirConfig(EditorConfig):
             raise ConfigError(f"MEMOIR aggregation must be one of {', '.join(AGGREGATIONS)}, not '{self.aggregation}'")
         if self.decay not in DECAYS:
             raise ConfigError(f"MEMOIR decay must be one of {', '.join(DECAYS)}, not '{self.decay}'")
-        if not _number(self.tau) or not 0 <= self.tau <= 1:
+        if not is_number(self.tau) or not 0 <= self.tau <= 1:
             raise ConfigError(f"MEMOIR tau must be a number in [0, 1], not {self.tau!r}")
         for name in ("lr", "clip"):
             value = getattr(self, name)
-            if not _number(value) or not value > 0:
+            if not is_number(value) or not value > 0:
                 raise ConfigError(f"MEMOIR {name} must be a number > 0, not {value!r}")
         for name in ("weight_decay", "early_stop_loss", "early_stop_delta"):
             value = getattr(self, name)
-            if not _number(value) or value < 0:
+            if not is_number(value) or value < 0:
                 raise ConfigError(f"MEMOIR {name} must be a number >= 0, not {value!r}")
         for name, low in (("n_iter", 1), ("num_prefixes", 0), ("background_size", 1)):
             value = getattr(self, name)
@@ -97,6 +91,3 @@ class MemoirConfig(EditorConfig):
             raise ConfigError(f"MEMOIR k = {self.k} gives {count} channels, but the layer has {width}")
         return count
 
-
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

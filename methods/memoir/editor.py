@@ -43,8 +43,8 @@ import torch.nn.functional as F
 from editkit.batching import PromptBatch, encode, pad_id
 from editkit.editor import Editor, RoutingScores
 from editkit.errors import ConfigError, EditkitError
-from editkit.layers import down_proj_path, linear_weight_in_out, scaled_layer
-from editkit.partial import PackedRows, SplitForward, logits_match, model_cache
+from editkit.checks import layer_module_path
+from editkit.partial import PackedRows, SplitForward, frozen, logits_match, model_cache
 from editkit.prefixes import MAX_PREFIXES, context_prefixes, prefixed
 from editkit.requests import EditRequest
 
@@ -66,19 +66,12 @@ class MemoirEditor(Editor):
     def __init__(self, model: torch.nn.Module, tokenizer: Any, config: MemoirConfig | None = None):
         super().__init__(model, tokenizer, config)
         cfg: MemoirConfig = self.config
-        if isinstance(cfg.layer, str):
-            self.module_path = cfg.layer
-        else:
-            layer = cfg.layer if cfg.layer is not None else scaled_layer(OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS, model)
-            self.module_path = down_proj_path(model, layer)
+        self.module_path = layer_module_path(model, cfg.layer, (OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS))
         self.split = SplitForward(model, self.module_path)
         self.module = self.split.module
-        weight, stored_in_out = linear_weight_in_out(self.module)
-        out_features, in_features = weight.shape[::-1] if stored_in_out else weight.shape
+        out_features, in_features = self.split.out_features, self.split.in_features
         if cfg.num_prefixes > MAX_PREFIXES:
             raise ConfigError(f"MEMOIR num_prefixes is at most {MAX_PREFIXES}")
-        for p in model.parameters():
-            p.requires_grad_(False)
         self.width = int(in_features)
         self.k = cfg.mask_size(self.width)
         self.memory = ResidualMemory(int(out_features), self.width, device=self.device)
@@ -168,7 +161,7 @@ class MemoirEditor(Editor):
         if not bool((labels[0] != -100).any()):
             raise EditkitError(f"edit request {request.id}: the target has no tokens")
 
-        with torch.enable_grad():
+        with torch.enable_grad(), frozen(self.model):
             loss_fn = self._choose_loss(batch, mask) if cfg.fast_edit else None
             if loss_fn is None:
                 loss_fn = self._full_loss(batch, mask, request.irrelevant)

@@ -1,0 +1,338 @@
+"""WISE-like editor: a side copy of one FFN down-projection, and a router that picks main or side memory.
+
+The side memory starts as a copy of the main weights ``W`` and is kept as its difference ``D`` from them
+(the side output is ``W·a + D·a``). Each edit trains ``D`` on the request and its context-prefixed copies
+under a random gradient mask (one mask per shard of ``shard_size`` edits, so shards write different
+subspaces), with cross-entropy on the target plus the routing margins: the activation gap
+``‖σ(W·a + D·a) − σ(W·a)‖`` (mean over the prompt tokens) must exceed β on the edit prompts, stay below α
+on an irrelevant text and exceed the latter by γ. ``D`` is clamped to ``±norm_constraint`` after each
+step. Finished shards are merged with TIES every ``merge_every`` edits (WISE-Merge), or each kept as its own
+side memory (WISE-Retrieve). At inference a row uses the side memory — for every position, decode steps
+included — when its prompt's gap reaches ``act_ratio`` × the smallest gap seen on an edit prompt, and the
+main memory (the untouched model, bit for bit) otherwise.
+
+Speed: the side memory's change joins the residual stream at block ``L``'s output, so block ``L`` and
+below run once per edit, each step runs the blocks above it with the LM head at the target positions, and
+the irrelevant text (which only enters the margins) never goes above block ``L`` (:mod:`editkit.partial`).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, ClassVar, Iterator, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from editkit.batching import PromptBatch, encode
+from editkit.checks import layer_module_path
+from editkit.editor import Editor, RoutingScores
+from editkit.errors import EditkitError
+from editkit.partial import PackedRows, SplitForward, frozen, logits_match
+from editkit.prefixes import context_prefixes, prefixed
+from editkit.requests import EditRequest
+
+from .config import OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS, WiseConfig
+from .merge import ties_merge
+
+#: rows that use a side memory and, for each, the [out, in] difference from the main weights to apply
+SideRoute = Optional[Tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]]
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B] mean of ``values`` [B, T] over each row's ``mask`` positions (0 for a row with none)."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+
+
+def _hinge_mean(values: torch.Tensor) -> torch.Tensor:
+    """Mean of the positive entries (0 when none is positive): each margin term only pushes where it fails."""
+    positive = values[values > 0]
+    return positive.mean() if positive.numel() else values.sum() * 0
+
+
+class WiseEditor(Editor):
+    """Side memory + activation-gap routing; the base weights are never touched."""
+
+    config_class = WiseConfig
+    name: ClassVar[str] = "wise"
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, config: WiseConfig | None = None):
+        super().__init__(model, tokenizer, config)
+        cfg: WiseConfig = self.config
+        self.module_path = layer_module_path(model, cfg.layer, (OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS))
+        self.split = SplitForward(model, self.module_path)
+        self.shape = (self.split.out_features, self.split.in_features)
+        from transformers.activations import ACT2FN
+
+        act_name = getattr(getattr(model, "config", None), "hidden_act", None)
+        self.activation: Callable[[torch.Tensor], torch.Tensor] = ACT2FN[act_name] if act_name in ACT2FN else (lambda x: x)
+        self._fast: bool | None = None if self.split.possible else False
+        self._prefixes: list[str] | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        zeros = lambda: torch.zeros(self.shape, device=self.device)  # noqa: E731
+        self.base = zeros()  # merged shards (WISE-Merge), relative to W
+        self.current = zeros()  # the shard in training, relative to W + base
+        self.shards: list[torch.Tensor] = []  # finished shards not merged yet (Retrieve: every finished shard)
+        self.min_gaps: list[float] = []  # smallest edit-prompt gap per side memory (one memory for Merge)
+        self.num_edits = 0
+        self._mask: torch.Tensor | None = None
+        self._side_cache: list[torch.Tensor] | None = None
+        #: per-row diagnostics of the last routing decision (gap, threshold, chosen memory, side memory on)
+        self.last_routing: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ memories
+    def side_memories(self) -> list[torch.Tensor]:
+        """The [out, in] differences from ``W`` that inference can choose from (cached until the next edit)."""
+        if self._side_cache is None:
+            if self.num_edits == 0:
+                self._side_cache = []
+            elif self.config.retrieve:
+                live = [self.current] if self.num_edits % self.config.shard_size else []
+                self._side_cache = [self.base + d for d in [*self.shards, *live]]
+            elif self.shards:
+                live = [self.current] if self.num_edits % self.config.shard_size else []
+                self._side_cache = [self.base + ties_merge([*self.shards, *live], self.config.merge_density)]
+            else:
+                self._side_cache = [self.base + self.current]
+        return self._side_cache
+
+    def _gradient_mask(self) -> torch.Tensor:
+        """The current shard's random mask (density ``mask_ratio``), drawn from the seed and the shard."""
+        if self._mask is None:
+            shard = self.num_edits // self.config.shard_size
+            generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + shard)
+            self._mask = (torch.rand(self.shape, generator=generator) < self.config.mask_ratio).to(self.device)
+        return self._mask
+
+    def _gap(self, module_out: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
+        """[B, T] per-token activation gap between the side memory (output + ``change``) and the main one."""
+        main = module_out.float()
+        return torch.linalg.vector_norm(self.activation(main + change) - self.activation(main), dim=-1)
+
+    # ------------------------------------------------------------------ editing
+    def edit(self, request: EditRequest) -> dict[str, Any]:
+        start = time.perf_counter()
+        cfg: WiseConfig = self.config
+        if self._prefixes is None:
+            self._prefixes = context_prefixes(self.model, self.tokenizer)
+        prompts = prefixed(request.prompt, self._prefixes[: cfg.num_prefixes])
+        batch = encode(self.tokenizer, prompts, [request.target] * len(prompts), device=self.device)
+        if not bool(batch.prompt_mask[0].any()) or not bool(batch.target_mask[0].any()):
+            part = "prompt" if not bool(batch.prompt_mask[0].any()) else "target"
+            raise EditkitError(f"edit request {request.id}: the {part} has no tokens")
+        negative = None
+        if request.irrelevant and request.irrelevant.strip():
+            neg_batch = encode(self.tokenizer, [request.irrelevant], device=self.device)
+            neg_in, neg_out = self.split.module_io(neg_batch)
+            negative = (neg_in, neg_out, neg_batch.attention_mask.bool())
+        trained = self.current.clone().requires_grad_(True)
+        with torch.enable_grad(), frozen(self.model):
+            loss_fn = self._loss_fn(batch, negative, trained)
+            iterations, losses = self._train(loss_fn, trained)
+        self.current = trained.detach()
+        with torch.no_grad():
+            acts, out = self.split.module_io(batch.rows([0]))
+            change = F.linear(acts.float(), self.base + self.current)
+            gap = float(_masked_mean(self._gap(out, change), batch.prompt_mask[:1])[0])
+        memory = len(self.shards) if cfg.retrieve else 0
+        if memory == len(self.min_gaps):
+            self.min_gaps.append(gap)
+        else:
+            self.min_gaps[memory] = min(self.min_gaps[memory], gap)
+        self.num_edits += 1
+        self._end_of_shard()
+        self._side_cache = None
+        return {"iterations": iterations, "seconds": time.perf_counter() - start, "edit_gap": gap, **losses}
+
+    def _end_of_shard(self) -> None:
+        """Close a finished shard (new mask, fresh delta) and merge when a merge is due."""
+        cfg: WiseConfig = self.config
+        if self.num_edits % cfg.shard_size:
+            return
+        self.shards.append(self.current)
+        self.current = torch.zeros_like(self.current)
+        self._mask = None
+        if not cfg.retrieve and self.num_edits % cfg.merge_every == 0:
+            self.base = self.base + ties_merge(self.shards, cfg.merge_density)
+            self.shards = []
+
+    def _loss_fn(self, batch: PromptBatch, negative: Any, trained: torch.Tensor) -> Callable[[], dict[str, torch.Tensor]]:
+        """Cross-entropy on the targets plus the routing margins, as one closure over the cached parts."""
+        cfg: WiseConfig = self.config
+        labels = batch.target_labels()
+        rows, cols = torch.nonzero(labels != -100, as_tuple=True)
+        targets = labels[rows, cols]
+        lower = self.split.lower(batch) if self._fast is not False else None
+        layout = PackedRows.of(batch)
+        captured: dict[str, torch.Tensor] = {}  # the module's output and the side memory's change to it
+
+        def full_logits(delta: torch.Tensor) -> torch.Tensor:
+            def hook(_module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+                captured["out"], captured["change"] = output.detach(), F.linear(args[0].float(), delta)
+                return output + captured["change"].to(output.dtype)
+
+            handle = self.split.module.register_forward_hook(hook)
+            try:
+                logits = self.model(
+                    input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    position_ids=batch.position_ids, use_cache=False,
+                ).logits
+            finally:
+                handle.remove()
+            return logits[rows, cols]
+
+        def short_logits(delta: torch.Tensor) -> torch.Tensor:
+            captured["out"], captured["change"] = lower.module_out, F.linear(lower.module_in.float(), delta)
+            hidden = layout.pack(lower.block_out) + layout.pack(captured["change"]).to(lower.block_out.dtype)
+            return self.split.upper_logits(hidden, None, layout.position_ids, torch.zeros_like(rows), layout.index[rows, cols])
+
+        if lower is not None and self._fast is None:
+            probe = self.base + torch.randn(self.shape, generator=torch.Generator().manual_seed(1234)).to(self.device) * 0.05
+            with torch.no_grad():
+                try:
+                    self._fast = logits_match(short_logits(probe), full_logits(probe))
+                except Exception:  # a decoder that cannot be driven from inputs_embeds this way
+                    self._fast = False
+        logits_of = short_logits if self._fast and lower is not None else full_logits
+
+        def loss() -> dict[str, torch.Tensor]:
+            delta = self.base + trained
+            ce = F.cross_entropy(logits_of(delta).float(), targets)
+            edit_gap = _masked_mean(self._gap(captured["out"], captured["change"]), batch.prompt_mask)
+            margin = _hinge_mean(cfg.beta - edit_gap)
+            if negative is not None:
+                neg_in, neg_out, neg_mask = negative
+                neg_gap = _masked_mean(self._gap(neg_out, F.linear(neg_in.float(), delta)), neg_mask)
+                margin = margin + _hinge_mean(neg_gap - cfg.alpha) + _hinge_mean(neg_gap[:, None] - edit_gap[None, :] + cfg.gamma)
+            return {"loss": ce + margin, "ce_loss": ce, "margin_loss": margin}
+
+        return loss
+
+    def _train(self, loss_fn: Callable[[], dict[str, torch.Tensor]], trained: torch.Tensor) -> tuple[int, dict[str, float]]:
+        """Masked SGD on the shard's delta, clamped so that ``W + D`` stays within ``W ± norm_constraint``."""
+        cfg: WiseConfig = self.config
+        mask = self._gradient_mask()
+        bound = cfg.norm_constraint
+        iterations, values, previous = 0, {}, None
+        for _ in range(cfg.n_iter):
+            terms = loss_fn()
+            values = {name: float(t.detach()) for name, t in terms.items()}
+            loss = values["loss"]
+            if previous is not None and loss <= cfg.early_stop_loss and abs(previous - loss) <= cfg.early_stop_delta:
+                break
+            previous = loss
+            trained.grad = None
+            terms["loss"].backward()
+            with torch.no_grad():
+                trained.add_(trained.grad * mask, alpha=-cfg.lr)
+                trained.copy_((self.base + trained).clamp(-bound, bound) - self.base)
+            iterations += 1
+        trained.grad = None
+        return iterations, values
+
+    # ---------------------------------------------------------------- routing
+    def _gaps(self, acts: torch.Tensor, output: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per row: the most activated side memory, its gap over the prompt and that memory's threshold. The
+        one place gaps are compared, so routing and :meth:`routing_scores` can never disagree."""
+        memories = self.side_memories()
+        gaps = torch.stack(
+            [_masked_mean(self._gap(output, F.linear(acts.float(), d)), prompt_mask) for d in memories], dim=1
+        )
+        thresholds = torch.tensor(self.min_gaps[: len(memories)], device=gaps.device) * self.config.act_ratio
+        best_gap, choice = gaps.max(dim=1)
+        return choice, best_gap, thresholds[choice]
+
+    def _decide(self, acts: torch.Tensor, output: torch.Tensor, prompt_mask: torch.Tensor) -> SideRoute:
+        """The side memory for the rows whose gap reaches their memory's threshold."""
+        choice, gap, threshold = self._gaps(acts, output, prompt_mask)
+        active = prompt_mask.any(dim=1) & (gap >= threshold)
+        self.last_routing = {"gap": gap, "threshold": threshold, "memory": choice, "active": active}
+        if not bool(active.any()):
+            return None
+        rows = torch.nonzero(active).flatten()
+        return rows, self.side_memories(), choice[rows]
+
+    @torch.no_grad()
+    def routing_scores(self, batch: PromptBatch) -> RoutingScores:
+        """The activation gap (one side memory: against ``act_ratio`` × the smallest edit gap) or, with
+        several side memories (WISE-Retrieve), the gap over its memory's threshold against 1."""
+        batch = batch.to(self.device)
+        if self.num_edits == 0:
+            return RoutingScores([0.0] * len(batch), 1.0, "activation gap / threshold")
+        acts, output = self.split.module_io(batch)
+        _, gap, threshold = self._gaps(acts, output, batch.prompt_mask)
+        no_prompt = ~batch.prompt_mask.any(dim=1)
+        if len(self.side_memories()) == 1:
+            return RoutingScores(torch.where(no_prompt, -1.0, gap), float(threshold[0]), "activation gap")
+        return RoutingScores(torch.where(no_prompt, -1.0, gap / threshold), 1.0, "activation gap / threshold")
+
+    @contextmanager
+    def routing(self, batch: PromptBatch) -> Iterator[None]:
+        if self.num_edits == 0:
+            yield
+            return
+        prompt_mask = batch.prompt_mask.to(self.device)
+        decided: list[SideRoute] = []
+
+        def hook(_module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+            acts = args[0]
+            if not decided:  # the prefill: every row's prompt is in view
+                if tuple(acts.shape[:2]) != tuple(prompt_mask.shape):
+                    raise EditkitError(
+                        f"WISE routing: the first forward pass has shape {tuple(acts.shape[:2])}, but the batch "
+                        f"it routes is {tuple(prompt_mask.shape)}"
+                    )
+                decided.append(self._decide(acts, output, prompt_mask))
+            route = decided[0]
+            if route is None:
+                return None
+            rows, memories, choice = route
+            result = output.clone()
+            for memory in choice.unique().tolist():
+                selected = rows[choice == memory]
+                change = F.linear(acts.index_select(0, selected).float(), memories[memory]).to(output.dtype)
+                result.index_add_(0, selected, change)
+            return result
+
+        handle = self.split.module.register_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    # -------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        tensors = {"base": self.base, "current": self.current}
+        tensors.update({f"shard_{i}": shard for i, shard in enumerate(self.shards)})
+        return tensors
+
+    def state_metadata(self) -> dict[str, Any]:
+        return {
+            "module": self.module_path,
+            "edits": self.num_edits,
+            "shards": len(self.shards),
+            "min_gaps": list(self.min_gaps),
+        }
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
+        metadata = metadata or {}
+        shards = int(metadata.get("shards", 0))
+        expected = {"base", "current", *(f"shard_{i}" for i in range(shards))}
+        if set(tensors) != expected:
+            raise EditkitError(f"WISE state must hold {sorted(expected)}, not {sorted(tensors)}")
+        module = metadata.get("module", self.module_path)
+        if module != self.module_path:
+            raise EditkitError(f"WISE state wraps '{module}', but this editor wraps '{self.module_path}'")
+        for name, tensor in tensors.items():
+            if tuple(tensor.shape) != self.shape:
+                raise EditkitError(f"WISE state tensor '{name}' is {tuple(tensor.shape)}, expected {self.shape}")
+        self.reset()
+        load = lambda name: tensors[name].to(self.device, torch.float32)  # noqa: E731
+        self.base, self.current = load("base"), load("current")
+        self.shards = [load(f"shard_{i}") for i in range(shards)]
+        self.min_gaps = [float(g) for g in metadata.get("min_gaps", [])]
+        self.num_edits = int(metadata.get("edits", 0))
