@@ -110,7 +110,8 @@ def _line(axes, points, s: Series, style: dict[str, Style], label: str | None = 
         linestyle=look.linestyle,
         marker=look.marker if markers else None,
         markerfacecolor=look.colour if look.filled else "none",
-        markeredgewidth=1.4,
-        markersize=6,
+        markeredgewidth=1.3,
+        markersize=look.size,
         linewidth=1.6,
+        zorder=look.zorder,
     )

@@ -102,7 +102,7 @@ def routing_table(stats: Sequence[RoutingStats]) -> Table:
             label=st.series.label,
             values=(
                 st.score_name,
-                st.threshold if np.unique(st.thresholds_of(KINDS)).size == 1 else f"varies, last {st.threshold:g}",
+                st.threshold if np.unique(st.thresholds_of(KINDS)).size == 1 else f"varies, last {st.threshold:.3g}",
                 st.auc,
                 st.tpr,
                 st.fpr,

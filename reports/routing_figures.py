@@ -46,7 +46,7 @@ def routing_histograms(stats: Sequence[RoutingStats], style: dict[str, Style]) -
         axes.axvline(st.threshold, color="black", linewidth=1.2, linestyle=":")
         axes.set_title(
             f"{st.series.label}: ROC-AUC {'n/a' if st.auc is None else f'{st.auc:.3f}'}\n"
-            f"at threshold {st.threshold:g}: TPR {_percent(st.tpr)}, FPR {_percent(st.fpr)}",
+            f"at threshold {st.threshold:.3g}: TPR {_percent(st.tpr)}, FPR {_percent(st.fpr)}",
             fontsize=9,
         )
         axes.set_xlabel(f"{st.score_name}\n(higher = more in scope)")
@@ -76,7 +76,7 @@ def roc_figure(stats: Sequence[RoutingStats], style: dict[str, Style]) -> Figure
         look = style[st.series.label]
         fpr, tpr = st.roc
         axes.plot(fpr, tpr, color=look.colour, linestyle=look.linestyle, linewidth=1.8, label=f"{st.series.label} (AUC {st.auc:.3f})")
-        axes.plot([st.fpr], [st.tpr], marker=look.marker, color=look.colour, markersize=8, markeredgecolor="black", linestyle="none")
+        axes.plot([st.fpr], [st.tpr], marker=look.marker, color=look.colour, markersize=look.size, markeredgecolor="black", linestyle="none", zorder=look.zorder + 1)
     axes.plot([], [], marker="o", color="white", markeredgecolor="black", linestyle="none", label="filled marker: at the method's threshold")
     axes.set_xlim(-0.02, 1.02)
     axes.set_ylim(-0.02, 1.02)

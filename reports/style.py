@@ -30,6 +30,8 @@ BASELINE_MARKER = "."
 LINESTYLES = ("-", "--", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (3, 1)), (0, (1, 1)))
 BASELINE_LINESTYLE = ":"
 HATCHES = (None, "///", "...", "xxx")
+MARKER_SIZES = (10.0, 8.5, 7.0, 5.5)
+BASELINE_MARKER_SIZE = 4.0
 IMAGE_FORMATS = ("png", "svg")
 DPI = 150
 RATE_LIMITS = (-0.03, 1.03)  # 0 and 1 a little inside the frame, so lines lying on them stay visible
@@ -43,6 +45,13 @@ class Style:
     #: how many series of the same method came before (--allow-mixed); those repeats keep the colour and
     #: change the line style, fill their markers and hatch their bars
     repeat: int = 0
+    #: marker size in points; each method a different one, so that open markers of methods lying on the same
+    #: point nest inside each other instead of hiding one another (the smaller is drawn on top)
+    size: float = 6.0
+
+    @property
+    def zorder(self) -> float:
+        return 3.0 + (MARKER_SIZES[0] - self.size) / 10
 
     @property
     def filled(self) -> bool:
@@ -63,7 +72,7 @@ def styles(series: Sequence[Series]) -> dict[str, Style]:
         repeat = seen.get(s.method, 0)
         seen[s.method] = repeat + 1
         if s.is_baseline:
-            out[s.label] = Style(BASELINE_COLOUR, BASELINE_MARKER, BASELINE_LINESTYLE, repeat)
+            out[s.label] = Style(BASELINE_COLOUR, BASELINE_MARKER, BASELINE_LINESTYLE, repeat, BASELINE_MARKER_SIZE)
             continue
         index = methods.index(s.method)
         out[s.label] = Style(
@@ -71,6 +80,7 @@ def styles(series: Sequence[Series]) -> dict[str, Style]:
             MARKERS[index % len(MARKERS)],
             LINESTYLES[(index + repeat) % len(LINESTYLES)],
             repeat,
+            MARKER_SIZES[index % len(MARKER_SIZES)],
         )
     return out
 
@@ -103,7 +113,7 @@ def legend_below(figure: Figure, axes: Axes | None = None, handles: Sequence | N
     if handles:
         longest = max(len(h.get_label()) for h in handles)
         fits = max(1, int(figure.get_figwidth() * 13 // (longest + 6)))
-        figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), fits, 4), frameon=False, fontsize=8.5)
+        figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), fits, 6), frameon=False, fontsize=8.5)
 
 
 def rate_axis(axes: Axes, label: str) -> None:
