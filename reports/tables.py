@@ -67,6 +67,8 @@ def results_tables(series: Sequence[Series]) -> list[Table]:
         baseline = next((s.method for s in rows_of if s.is_baseline), None)
         if mixed:
             note = "No best marked: the rows come from different experiments."
+        elif sum(not s.is_baseline for s in rows_of) < 2:
+            note = ""  # one edited method: nothing to rank
         else:
             note = "Bold: best per column among the edited methods" + (f" ({baseline} is the unedited reference)." if baseline else ".")
         tables.append(

@@ -172,6 +172,7 @@ def test_single_method_run_directory(tmp_path):
     summary = make_run(tmp_path, "alpha", 0.3)  # tmp_path/alpha is what `editkit run` writes
     report = build_report([tmp_path / "alpha"])
     assert [r.label for r in report.tables[0].rows] == ["alpha"]
+    assert report.tables[0].note == "" and not report.tables[0].rows[0].best  # nothing to rank
     assert report.series[0].run.directory == tmp_path / "alpha"
     assert report.series[0].run.context.num_edits == max(r["step"] for r in summary)
 
