@@ -9,7 +9,11 @@ from .registry import register_editor
 from .requests import EditRequest
 
 
-@register_editor("none")
+#: the method name of the unedited row; reports show it first, as the reference, and never rank it
+BASELINE_METHOD = "none"
+
+
+@register_editor(BASELINE_METHOD)
 class UneditedEditor(Editor):
     """Ignores every edit: its scores are the pre-edit baseline (row ``none``)."""
 

@@ -43,6 +43,7 @@ def _common_options(func):
         click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue the killed or interrupted run in this directory, with its own options (give no others)."),
         click.option("--checkpoint-every", type=int, default=10, show_default=True, help="Edits between two saved editor states (also saved at every scoring step), for --resume."),
         click.option("--progress/--no-progress", default=True, show_default=True),
+        click.option("--report", "with_report", is_flag=True, help="Render the report (tables and figures) into OUT/report at the end."),
         click.option("--trust-remote-code", is_flag=True, help="Allow the model's own code from its repository (off unless asked)."),
     ]
     for option in reversed(options):
@@ -174,13 +175,18 @@ def _resumed(ctx: click.Context, command: str) -> dict[str, Any] | None:
     return params
 
 
-def _finish(rows: Sequence[Any], out: Path) -> None:
+def _finish(rows: Sequence[Any], out: Path, with_report: bool) -> None:
     from dataclasses import asdict
 
     from editkit.reports.tables import render_table
 
-    click.echo(render_table([asdict(r) for r in rows], "md"))
+    click.echo(render_table([asdict(r) for r in rows]))
     click.echo(f"results: {out}")
+    if with_report:
+        from editkit.reports.report import REPORT_DIR, build_report, write_report
+
+        built = write_report(build_report([out]), out / REPORT_DIR)
+        click.echo(f"report: {out / REPORT_DIR} ({len(built.files)} files)")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -231,7 +237,7 @@ def compare(ctx: click.Context, methods: str, overrides: tuple[str, ...], hparam
     _report_unused(unused)
     with prepared.lock:
         rows = run_compare(prepared.harness, runs, prepared.out, resume=opts["resume"] is not None)
-    _finish(rows, prepared.out)
+    _finish(rows, prepared.out, opts["with_report"])
 
 
 @cli.command()
@@ -261,7 +267,7 @@ def run(ctx: click.Context, method: str, overrides: tuple[str, ...], hparams_fil
     with prepared.lock:
         prepared.harness.prepare()
         rows = prepared.harness.run(spec, config, prepared.out, resume=opts["resume"] is not None)
-    _finish(rows, prepared.out)
+    _finish(rows, prepared.out, opts["with_report"])
 
 
 def _split_pair(item: str, option: str = "--set", form: str = "KEY=VALUE") -> tuple[str, str]:
@@ -292,14 +298,22 @@ def _report_unused(files: Sequence[tuple[Path, list[str]]]) -> None:
 
 
 @cli.command()
-@click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["md", "csv", "tex"]), default="md", show_default=True)
-def report(directory: Path, fmt: str) -> None:
-    """Table from a run or compare directory's summary.json."""
-    from editkit.evaluation.store import read_summary
-    from editkit.reports.tables import render_table
+@click.argument("directories", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "tex"]), default="md", show_default=True, help="How the tables are printed (all three are written).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Report directory [default: DIR/report; required with several DIRs].")
+@click.option("--allow-mixed", is_flag=True, help="Merge runs of different models, datasets, streams, schedules or scorers; the caption states the differences.")
+@click.option("--plots/--no-plots", default=True, show_default=True, help="Draw the figures (PNG and SVG).")
+def report(directories: tuple[Path, ...], fmt: str, out: Path | None, allow_mixed: bool, plots: bool) -> None:
+    """Tables and figures from one or more run or compare directories (merged when they compare)."""
+    from editkit.reports.report import build_report, default_out, write_report
 
-    click.echo(render_table(read_summary(directory), fmt), nl=False)
+    target = out if out is not None else default_out(directories)
+    built = build_report(directories, allow_mixed=allow_mixed)
+    write_report(built, target, plots=plots)
+    click.echo(built.text(fmt), nl=False)
+    for note in built.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"report: {target} ({len(built.files)} files)", err=True)
 
 
 @cli.command()

@@ -37,6 +37,8 @@ class Score:
 
 class Scorer(ABC):
     name: str = ""
+    #: what the scorer measures, in a few words (table captions and figure titles)
+    description: str = ""
 
     def __init__(self, tokenizer, batch_size: int = 16, progress: Callable[[Iterable], Iterable] | None = None):
         self.tokenizer = tokenizer
@@ -110,6 +112,7 @@ class TeacherForcedScorer(Scorer):
     """EasyEdit-compatible token accuracy: feed ``prompt + " " + target``, argmax at each target position."""
 
     name = "tf"
+    description = "teacher-forced token accuracy"
 
     def _argmax_at_targets(self, editor: Editor, pairs: Sequence[Pair]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(predicted ids, gold ids) over the target positions of each pair."""
@@ -137,6 +140,7 @@ class GenerationScorer(Scorer):
     """Greedy decoding from the prompt alone, as many tokens as the target has; all must match."""
 
     name = "gen"
+    description = "generation exact match"
 
     def _continuations(self, editor: Editor, pairs: Sequence[Pair]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(generated ids, gold target ids) of each pair, generated for exactly len(gold) tokens."""

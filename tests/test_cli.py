@@ -96,9 +96,12 @@ def test_existing_results_are_not_overwritten(tiny_dir, data_file, tmp_path):
 def test_compare_end_to_end_on_tiny_model(tiny_dir, data_file, tmp_path):
     out = tmp_path / "cmp"
     args = ["compare", "--methods", "ft", "--model", tiny_dir, "--data", data_file, "--schedule", "every:2", "--out", out, "--no-progress"]
-    code, stdout, err = editkit(*args)
+    code, stdout, err = editkit(*args, "--report")
     assert code == 0, err
     assert "| none" in stdout and "| ft" in stdout and "tf rel" in stdout and "gen loc" in stdout
+    assert f"report: {out / 'report'}" in stdout
+    for name in ("table.md", "table.csv", "table.tex", "bars.png", "forgetting-tf.svg", "cost.png", "report.md"):
+        assert (out / "report" / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
     assert {(r["method"], r["step"]) for r in summary} == {(m, s) for m in ("none", "ft") for s in (2, 4)}
     for method in ("none", "ft"):
@@ -111,8 +114,8 @@ def test_compare_end_to_end_on_tiny_model(tiny_dir, data_file, tmp_path):
     assert [(r["method"], r["metric"], r["scorer"], r["step"], r["mean"]) for r in summary] == [
         (r["method"], r["metric"], r["scorer"], r["step"], r["mean"]) for r in again
     ]
-    code, table, err = editkit("report", out, "--format", "csv")
-    assert code == 0 and table.startswith("method,tf rel")
+    code, table, err = editkit("report", out, "--format", "csv", "--no-plots", "--out", tmp_path / "csv-report")
+    assert code == 0 and table.startswith("method,reliability,generalization,locality,mean,best")
 
 
 def test_methods_lists_builtins():

@@ -134,6 +134,22 @@ def test_batched_logits_equal_each_row_alone(editor_name, build_editor, edit_req
         torch.testing.assert_close(logits[row, :length], alone, atol=1e-5, rtol=0)
 
 
+def test_routing_scores_follow_the_contract(editor_name, build_editor, tok, edit_requests, probe_prompts, probe_batch):
+    """None, or one finite score per row with a finite threshold; asking changes nothing and is repeatable."""
+    editor = build_editor(editor_name)
+    _apply_all(editor, edit_requests)
+    prompts = encode(tok, probe_prompts, padding_side="right")
+    before = editor.logits(probe_batch("right"))
+    first, second = editor.routing_scores(prompts), editor.routing_scores(prompts)
+    if first is None:
+        assert second is None
+        return
+    assert isinstance(first, editkit.RoutingScores) and len(first) == len(probe_prompts)
+    assert all(math.isfinite(s) for s in first.scores) and math.isfinite(first.threshold) and first.name
+    assert first == second
+    _assert_same(editor.logits(probe_batch("right")), before, "logits after routing_scores")
+
+
 def test_generation_keeps_routing_through_the_kv_cache(
     editor_name, build_editor, tok, edit_requests, probe_prompts, continuation_batch
 ):

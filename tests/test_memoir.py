@@ -114,6 +114,18 @@ def test_rows_below_tau_get_exactly_the_base_logits(edited):
                 assert torch.equal(logits[row], reference[row]), prompts[row]
 
 
+def test_routing_scores_are_what_routing_decides(edited):
+    """The reported score is the overlap the memory is switched on by, for every row (issue 6)."""
+    prompts = list(PROBES) + [r.prompt for r in _requests(50)[::7]]
+    for side in ("right", "left"):
+        batch = encode(edited.tokenizer, prompts, ["xyz"] * len(prompts), padding_side=side)
+        scores = edited.routing_scores(batch)
+        edited.logits(batch)
+        assert (scores.threshold, scores.name) == (edited.config.tau, "best mask overlap")
+        assert np.array_equal(np.array(scores.scores), edited.last_routing["overlap"])
+        assert np.array_equal(np.array(scores.scores) >= scores.threshold, edited.last_routing["active"])
+
+
 def test_every_mask_has_exactly_k_bits(edited):
     stored = unpack(edited.database.rows(np.arange(len(edited.database))), edited.width)
     assert stored.shape == (len(edited.database), edited.width)

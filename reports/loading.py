@@ -1,0 +1,154 @@
+"""Reading results directories into what a report draws from.
+
+A report must never show a number it cannot trace back to a file, so every file is read strictly: a
+missing, corrupt or incomplete file stops the report with one line naming the file and the line or field.
+The per-item files (``results.jsonl``, ``edits.jsonl``, ``routing.jsonl``) are read only when a figure needs
+them, so a directory that keeps only its ``summary.json`` (as docs/runs does) still renders its tables.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Sequence
+
+from editkit.errors import EditkitError
+from editkit.evaluation.routing import KINDS
+from editkit.evaluation.store import EDITS, RESULTS, ROUTING, SUMMARY, read_summary
+
+Row = dict[str, Any]
+
+SUMMARY_FIELDS = ("method", "metric", "scorer", "schedule", "step", "mean", "model", "dataset", "stream")
+RESULT_FIELDS = ("step", "edit_id", "metric", "scorer", "value")
+EDIT_FIELDS = ("step", "edit_id", "seconds")
+ROUTING_FIELDS = ("step", "edit_id", "kind", "score", "threshold", "score_name")
+NUMBER_FIELDS = frozenset({"step", "mean", "value", "seconds", "score", "threshold"})
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a method's numbers were measured on; numbers share a table only when these agree."""
+
+    model: str
+    dataset: str
+    stream: str
+    schedule: str
+    scorers: tuple[str, ...]
+    num_edits: int
+
+    @property
+    def every(self) -> int | None:
+        """K of an ``every:K`` schedule (None for other schedules)."""
+        kind, _, k = self.schedule.partition(":")
+        return int(k) if kind == "every" and k.isdigit() else None
+
+
+@dataclass
+class MethodRun:
+    """One method's results as found in one directory named on the command line."""
+
+    method: str
+    source: Path  # the directory named on the command line
+    directory: Path | None  # the method's own run directory, if it was kept
+    summary: tuple[Row, ...]
+    context: Context
+
+    def _read(self, name: str, fields: Sequence[str]) -> list[Row] | None:
+        path = self.directory / name if self.directory is not None else None
+        return read_jsonl(path, fields) if path is not None and path.is_file() else None
+
+    @cached_property
+    def results(self) -> list[Row] | None:
+        """Per-item scores, or None when the directory did not keep them."""
+        return self._read(RESULTS, RESULT_FIELDS)
+
+    @cached_property
+    def edits(self) -> list[Row] | None:
+        """Per-edit stats (``seconds`` measured by the harness), or None."""
+        return self._read(EDITS, EDIT_FIELDS)
+
+    @cached_property
+    def routing(self) -> list[Row] | None:
+        """Routing scores, or None for a method that does not route (or a run that predates them)."""
+        rows = self._read(ROUTING, ROUTING_FIELDS)
+        for number, row in enumerate(rows or (), 1):
+            if row["kind"] not in KINDS:
+                raise EditkitError(f"{self.directory / ROUTING}, line {number}: kind '{row['kind']}' is not one of {', '.join(KINDS)}")
+        return rows
+
+    def final_summary(self) -> list[Row]:
+        """The summary rows of the last scored step: the numbers after the whole stream."""
+        last = max(int(r["step"]) for r in self.summary)
+        return [r for r in self.summary if int(r["step"]) == last]
+
+
+def read_jsonl(path: Path, fields: Sequence[str]) -> list[Row]:
+    """Every line of a JSONL file as a dict holding at least ``fields`` (numbers where numbers belong)."""
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise EditkitError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
+            rows.append(_checked(row, fields, f"{path}, line {number}"))
+    return rows
+
+
+def _checked(row: Any, fields: Sequence[str], where: str) -> Row:
+    if not isinstance(row, dict):
+        raise EditkitError(f"{where}: expected an object, not {type(row).__name__}")
+    for name in fields:
+        if name not in row:
+            raise EditkitError(f"{where}: no field '{name}'")
+        value = row[name]
+        if name in NUMBER_FIELDS and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise EditkitError(f"{where}: field '{name}' must be a number, not {value!r}")
+    return row
+
+
+def load_directory(path: Path) -> list[MethodRun]:
+    """The methods of a ``compare`` directory (one sub-directory each) or of a single-method ``run``
+    directory, in the order its ``summary.json`` lists them."""
+    if not path.exists():
+        raise EditkitError(f"{path}: no such directory")
+    if not path.is_dir():
+        raise EditkitError(f"{path}: not a directory; pass a run or compare directory")
+    file = path / SUMMARY
+    rows = [_checked(row, SUMMARY_FIELDS, f"{file}, row {i + 1}") for i, row in enumerate(read_summary(path))]
+    if not rows:
+        raise EditkitError(f"{file}: holds no summary rows")
+    by_method: dict[str, list[Row]] = {}
+    for row in rows:
+        by_method.setdefault(str(row["method"]), []).append(row)
+    single = len(by_method) == 1 and (path / RESULTS).is_file()
+    return [
+        MethodRun(
+            method=method,
+            source=path,
+            directory=path if single else _method_directory(path, method),
+            summary=tuple(method_rows),
+            context=_context(file, method, method_rows),
+        )
+        for method, method_rows in by_method.items()
+    ]
+
+
+def _method_directory(path: Path, method: str) -> Path | None:
+    candidate = path / method
+    return candidate if (candidate / RESULTS).is_file() or (candidate / SUMMARY).is_file() else None
+
+
+def _context(file: Path, method: str, rows: Sequence[Row]) -> Context:
+    values = {}
+    for name in ("model", "dataset", "stream", "schedule"):
+        seen = list(dict.fromkeys(str(r[name]) for r in rows))
+        if len(seen) > 1:
+            raise EditkitError(f"{file}: method '{method}' has rows with different {name} ({seen[0]} and {seen[1]})")
+        values[name] = seen[0]
+    scorers = tuple(sorted({str(r["scorer"]) for r in rows}))
+    return Context(scorers=scorers, num_edits=max(int(r["step"]) for r in rows), **values)

@@ -1,0 +1,131 @@
+"""A whole report from results directories: tables in three formats, figures, and a ``report.md`` that
+shows them together.
+
+Everything is read and checked before the first file is written, so a refused merge or a corrupt file
+leaves no half-written report behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from matplotlib.figure import Figure
+
+from editkit.errors import EditkitError
+
+from .figures import bar_chart, cost_figure, forgetting_figure
+from .formats import FORMATS, Table, render, render_markdown
+from .loading import load_directory
+from .merging import Series, combine
+from .routing import RoutingStats, routing_stats, routing_table
+from .routing_figures import roc_figure, routing_histograms
+from .style import save, styles
+from .tables import ordered_scorers, results_tables
+
+REPORT_DIR = "report"
+
+
+@dataclass
+class Report:
+    series: tuple[Series, ...]
+    tables: list[Table]
+    routing: list[RoutingStats]
+    routing_table: Table | None
+    files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def text(self, fmt: str = "md") -> str:
+        """What the command prints: the result tables in ``fmt``, and in Markdown the routing table too."""
+        out = render(self.tables, fmt)
+        if fmt == "md" and self.routing_table is not None:
+            out += "\n" + render_markdown([self.routing_table])
+        return out
+
+
+def default_out(directories: Sequence[Path]) -> Path:
+    if len(directories) != 1:
+        raise EditkitError("several directories: pass --out DIR for the merged report")
+    return directories[0] / REPORT_DIR
+
+
+def build_report(directories: Sequence[Path], allow_mixed: bool = False) -> Report:
+    """Read, check and merge the directories and compute every table; nothing is written."""
+    series = combine([load_directory(Path(d)) for d in directories], allow_mixed=allow_mixed)
+    stats = [st for st in (routing_stats(s) for s in series) if st is not None]
+    return Report(series, results_tables(series), stats, routing_table(stats) if stats else None)
+
+
+def write_report(report: Report, out: Path, plots: bool = True) -> Report:
+    """Write tables (md, csv, tex), figures (PNG + SVG) and ``report.md`` into ``out``."""
+    if plots:
+        for s in report.series:  # read (and check) what the figures need before the first file is written
+            _ = s.run.results, s.run.edits
+    if out.exists() and not out.is_dir():
+        raise EditkitError(f"--out {out}: exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EditkitError(f"--out {out}: cannot create it ({exc.strerror})") from None
+    sections = ["# editkit report", "", "From: " + ", ".join(f"`{d}`" for d in dict.fromkeys(str(s.run.source) for s in report.series)), ""]
+    for fmt in FORMATS:
+        report.files.append(_write(out / f"table.{fmt}", render(report.tables, fmt)))
+    sections.append(render_markdown(report.tables))
+    figures: list[tuple[str, Callable[[], Figure | None], str]] = []
+    style = styles(report.series)  # once for the whole report: a method keeps its look in every figure
+    if plots:
+        figures.append(("bars", lambda: bar_chart(report.series, style), "bar chart"))
+        if any(s.run.context.every is not None for s in report.series):
+            for scorer in ordered_scorers(s for one in report.series for s in one.run.context.scorers):
+                figures.append((f"forgetting-{scorer}", lambda scorer=scorer: forgetting_figure(report.series, scorer, style), f"forgetting ({scorer})"))
+        else:
+            report.notes.append("forgetting: needs an every:K run; these runs are scored only " + _schedules(report.series))
+        figures.append(("cost", lambda: cost_figure(report.series, style), "cost per edit"))
+    sections += _figures(figures, out, report)
+    if report.routing_table is not None:
+        for fmt in FORMATS:
+            report.files.append(_write(out / f"routing.{fmt}", render([report.routing_table], fmt)))
+        sections.append(render_markdown([report.routing_table]))
+        if plots:
+            routing = [
+                ("routing-scores", lambda: routing_histograms(report.routing, style), "routing scores"),
+                ("routing-roc", lambda: roc_figure(report.routing, style), "routing ROC"),
+            ]
+            sections += _figures(routing, out, report)
+    else:
+        report.notes.append("routing: no method in these directories wrote routing.jsonl")
+    if report.notes:
+        sections += ["## Notes", "", *(f"- {n}" for n in report.notes), ""]
+    report.files.append(_write(out / "report.md", "\n".join(sections)))
+    return report
+
+
+def _figures(figures: Sequence[tuple[str, Callable[[], Figure | None], str]], out: Path, report: Report) -> list[str]:
+    """Draw and save each figure; its Markdown image line, or a note saying why it is missing."""
+    lines = []
+    for stem, draw, what in figures:
+        figure = draw()
+        if figure is None:
+            report.notes.append(f"{what}: {_WHY_MISSING.get(stem.split('-')[0], 'no data')}")
+            continue
+        report.files += save(figure, out, stem)
+        lines += [f"![{what}]({stem}.png)", ""]
+    return lines
+
+
+def _schedules(series: Sequence[Series]) -> str:
+    kinds = {s.run.context.schedule for s in series}
+    return "after the whole stream (final)" if kinds == {"final"} else "under " + ", ".join(sorted(kinds))
+
+
+_WHY_MISSING = {
+    "forgetting": "no every:K run has this scorer",
+    "cost": "needs edits.jsonl of an edited run",
+    "routing": "no scores with both in-scope and locality prompts",
+}
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
