@@ -184,3 +184,17 @@ def probe_batch(tok, edit_requests, unrelated_prompts):
         return editkit.encode(tok, [p for p, _ in pairs], [t for _, t in pairs], padding_side=padding_side)
 
     return make
+
+
+def request_rows(n: int) -> list[dict]:
+    """``n`` well-formed requests in editkit's JSONL schema, each with a rephrase and a locality pair."""
+    return [
+        {
+            "id": f"r{i}",
+            "prompt": f"Who made item {i}?",
+            "target": f"maker {i}",
+            "rephrases": [f"Item {i} was made by"],
+            "locality": [{"prompt": f"Fact {i} is", "answer": "true"}],
+        }
+        for i in range(n)
+    ]

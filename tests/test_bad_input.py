@@ -14,20 +14,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from conftest import request_rows
 
 from editkit.cli import main
 from editkit.testing import tiny_model_and_tokenizer, tiny_tokenizer
 
-GOOD = [
-    {
-        "id": f"r{i}",
-        "prompt": f"Who made item {i}?",
-        "target": f"maker {i}",
-        "rephrases": [f"Item {i} was made by"],
-        "locality": [{"prompt": f"Fact {i} is", "answer": "true"}],
-    }
-    for i in range(3)
-]
+GOOD = request_rows(3)
 
 
 def write_jsonl(path: Path, rows: list[Any]) -> Path:

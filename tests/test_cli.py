@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import request_rows
 
 from editkit.testing import tiny_model_and_tokenizer
 
@@ -28,16 +29,7 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture()
 def data_file(tmp_path):
     path = tmp_path / "edits.jsonl"
-    rows = [
-        {
-            "id": f"r{i}",
-            "prompt": f"Who made item {i}?",
-            "target": f"maker {i}",
-            "rephrases": [f"Item {i} was made by"],
-            "locality": [{"prompt": f"Fact {i} is", "answer": "true"}],
-        }
-        for i in range(4)
-    ]
+    rows = request_rows(4)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 

@@ -47,6 +47,12 @@ class ToyEditor(Editor):
                 hits.append((row, int(columns[-1]), self.memory[key]))
         return hits
 
+    def _push(self, logits: torch.Tensor, hits: list[tuple[int, int, int]], prefill: bool) -> None:
+        """Add the bias in place: at the prefill only (decode steps: the prompt's last position is behind us)."""
+        if prefill:
+            for row, column, token in hits:
+                logits[row, column, token] += BIAS
+
     @contextmanager
     def routing(self, batch: PromptBatch) -> Iterator[None]:
         hits = self._targets(batch)
@@ -54,11 +60,8 @@ class ToyEditor(Editor):
 
         def hook(_module: torch.nn.Module, _args: tuple, logits: torch.Tensor) -> torch.Tensor:
             calls.append(1)
-            if len(calls) > 1:  # decode steps: the prompt's last position is behind us
-                return logits
             logits = logits.clone()
-            for row, column, token in hits:
-                logits[row, column, token] += BIAS
+            self._push(logits, hits, prefill=len(calls) == 1)
             return logits
 
         handle = self.model.get_output_embeddings().register_forward_hook(hook)
@@ -103,27 +106,11 @@ class SavesNothing(ToyEditor):
 class ForgetsRoutingWhileDecoding(ToyEditor):
     """Re-decides at every decode step from what it sees there (no prompt), and so pushes every row."""
 
-    @contextmanager
-    def routing(self, batch: PromptBatch) -> Iterator[None]:
-        hits = self._targets(batch)
-        calls: list[int] = []
-
-        def hook(_module: torch.nn.Module, _args: tuple, logits: torch.Tensor) -> torch.Tensor:
-            calls.append(1)
-            logits = logits.clone()
-            if len(calls) == 1:
-                for row, column, token in hits:
-                    logits[row, column, token] += BIAS
-            else:
-                for token in self.memory.values():
-                    logits[:, -1, token] += BIAS
-            return logits
-
-        handle = self.model.get_output_embeddings().register_forward_hook(hook)
-        try:
-            yield
-        finally:
-            handle.remove()
+    def _push(self, logits: torch.Tensor, hits: list[tuple[int, int, int]], prefill: bool) -> None:
+        super()._push(logits, hits, prefill)
+        if not prefill:
+            for token in self.memory.values():
+                logits[:, -1, token] += BIAS
 
 
 class UsesTheGlobalRng(ToyEditor):

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import request_rows
 
 from editkit.cli import main
 
@@ -38,11 +39,7 @@ NUM_EDITS = 10
 @pytest.fixture()
 def data_file(tmp_path: Path) -> Path:
     path = tmp_path / "edits.jsonl"
-    rows = [
-        {"id": f"r{i}", "prompt": f"Item {i} is", "target": f"thing {i}", "rephrases": [f"What is item {i}?"],
-         "locality": [{"prompt": f"Colour {i} is", "answer": "blue"}]}
-        for i in range(NUM_EDITS)
-    ]  # fmt: skip
+    rows = request_rows(NUM_EDITS)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
