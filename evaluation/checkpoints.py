@@ -19,7 +19,7 @@ from typing import Any
 
 from editkit.errors import EditkitError
 
-from .store import CHECKPOINT, EDITS, RESULTS, ROUTING, STATE, write_json_atomic
+from .store import CHECKPOINT, EDITS, RESULTS, ROUTING, STATE, TIMINGS, write_json_atomic
 
 CHECKPOINTS = "checkpoints"
 
@@ -71,7 +71,7 @@ def keep_rows_up_to(directory: Path, step: int) -> list[dict[str, Any]]:
     """Drop every row after ``step`` (and any torn last line) from the run's JSONL files; return the
     kept results rows, from which the summary of the resumed run is rebuilt."""
     kept_results: list[dict[str, Any]] = []
-    for name in (RESULTS, EDITS, ROUTING):
+    for name in (RESULTS, EDITS, ROUTING, TIMINGS):
         file = directory / name
         if not file.is_file():
             continue

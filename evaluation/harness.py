@@ -158,12 +158,16 @@ class Harness:
                 checkpoint = checkpoints.get(index + 1)
                 if checkpoint is not None:
                     for scorer in self.scorers:
+                        start = time.perf_counter()
                         rows = scorer.score(editor, requests, checkpoint.step, checkpoint.edits, checkpoint.locality)
                         writer.scores(rows)
+                        writer.timing(checkpoint.step, f"score:{scorer.name}", time.perf_counter() - start, len(rows))
                         scores.extend(rows)
+                    start = time.perf_counter()
                     prompts = routing_prompts(requests, checkpoint)
                     for rows in routing_rows(editor, self.tokenizer, prompts, checkpoint.step, self.batch_size):
                         writer.routing(rows)
+                    writer.timing(checkpoint.step, "routing", time.perf_counter() - start, len(prompts))
                     if per_checkpoint or checkpoint.step == len(requests):
                         summary = summarize(scores, context, len(requests), per_checkpoint)
                         writer.summary(summary)

@@ -28,9 +28,11 @@ from .scorers import Score
 CONFIG, RESULTS, EDITS, SUMMARY, STATE = "config.json", "results.jsonl", "edits.jsonl", "summary.json", "state"
 #: written only for editors that report routing scores (see evaluation/routing.py)
 ROUTING = "routing.jsonl"
+#: seconds of each scoring pass (per checkpoint and scorer), so editing and scoring time can be told apart
+TIMINGS = "timings.jsonl"
 #: what a run needs to be resumed: the command and its options (top level), the last checkpoint (per method)
 INVOCATION, CHECKPOINT = "invocation.json", "checkpoint.json"
-RUN_FILES = (CONFIG, RESULTS, EDITS, SUMMARY, ROUTING, INVOCATION, CHECKPOINT)
+RUN_FILES = (CONFIG, RESULTS, EDITS, SUMMARY, ROUTING, TIMINGS, INVOCATION, CHECKPOINT)
 #: held (flock) by the live run writing a directory; holds its PID for the message a second run gets
 LOCK = ".editkit.lock"
 
@@ -209,6 +211,7 @@ class RunWriter:
         self._results = open(directory / RESULTS, "a", encoding="utf-8")
         self._edits = open(directory / EDITS, "a", encoding="utf-8")
         self._routing = None  # opened on the first routing row: most editors never write one
+        self._timings = open(directory / TIMINGS, "a", encoding="utf-8")
 
     @property
     def state_dir(self) -> Path:
@@ -231,6 +234,10 @@ class RunWriter:
             self._routing.write(json.dumps({"method": self.context["method"], **row, **self._context_fields()}, ensure_ascii=False) + "\n")
         self._routing.flush()
 
+    def timing(self, step: int, what: str, seconds: float, items: int) -> None:
+        """How long one scoring pass took (``what``: ``score:tf``, ``routing``...) and how many rows it wrote."""
+        self._append(self._timings, {"method": self.context["method"], "step": step, "what": what, "seconds": seconds, "items": items})
+
     def _context_fields(self) -> dict[str, str]:
         return {k: v for k, v in self.context.items() if k != "method"}
 
@@ -243,7 +250,7 @@ class RunWriter:
 
     def sync(self) -> None:
         """Everything written so far is on disk (before a checkpoint says so)."""
-        for handle in (self._results, self._edits, self._routing):
+        for handle in (self._results, self._edits, self._routing, self._timings):
             if handle is not None:
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -254,6 +261,7 @@ class RunWriter:
     def close(self) -> None:
         self._results.close()
         self._edits.close()
+        self._timings.close()
         if self._routing is not None:
             self._routing.close()
 
