@@ -175,18 +175,29 @@ def _resumed(ctx: click.Context, command: str) -> dict[str, Any] | None:
     return params
 
 
-def _finish(rows: Sequence[Any], out: Path, with_report: bool) -> None:
+def _finisher(with_report: bool) -> Any:
+    """What prints the table (and renders the report) at the end of a run, imported now, at the start: a
+    run takes hours, and code installed in between (an upgrade, an editable checkout that moved on) must not
+    break its last step after every result is written."""
     from dataclasses import asdict
 
     from editkit.reports.tables import render_table
 
-    click.echo(render_table([asdict(r) for r in rows]))
-    click.echo(f"results: {out}")
+    build = None
     if with_report:
         from editkit.reports.report import REPORT_DIR, build_report, write_report
 
-        built = write_report(build_report([out]), out / REPORT_DIR)
-        click.echo(f"report: {out / REPORT_DIR} ({len(built.files)} files)")
+        def build(out: Path) -> None:
+            built = write_report(build_report([out]), out / REPORT_DIR)
+            click.echo(f"report: {out / REPORT_DIR} ({len(built.files)} files)")
+
+    def finish(rows: Sequence[Any], out: Path) -> None:
+        click.echo(render_table([asdict(r) for r in rows]))
+        click.echo(f"results: {out}")
+        if build is not None:
+            build(out)
+
+    return finish
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -233,11 +244,12 @@ def compare(ctx: click.Context, methods: str, overrides: tuple[str, ...], hparam
     for name in names:
         spec = get_editor_spec(name)
         runs.append((spec, spec.make_config(**per_method[name])))
+    finish = _finisher(opts["with_report"])
     prepared = _prepare("compare", opts, runs, _invocation(ctx, "compare"))
     _report_unused(unused)
     with prepared.lock:
         rows = run_compare(prepared.harness, runs, prepared.out, resume=opts["resume"] is not None)
-    _finish(rows, prepared.out, opts["with_report"])
+    finish(rows, prepared.out)
 
 
 @cli.command()
@@ -262,12 +274,13 @@ def run(ctx: click.Context, method: str, overrides: tuple[str, ...], hparams_fil
     spec = get_editor_spec(method)
     from_file, ignored = _hparams(spec, hparams_file) if hparams_file is not None else ({}, [])
     config = spec.make_config(**{**from_file, **dict(_split_pair(o) for o in overrides)})
+    finish = _finisher(opts["with_report"])
     prepared = _prepare("run", opts, [(spec, config)], _invocation(ctx, "run"), initial_state=load_state)
     _report_unused([(hparams_file, ignored)] if hparams_file is not None else [])
     with prepared.lock:
         prepared.harness.prepare()
         rows = prepared.harness.run(spec, config, prepared.out, resume=opts["resume"] is not None)
-    _finish(rows, prepared.out, opts["with_report"])
+    finish(rows, prepared.out)
 
 
 def _split_pair(item: str, option: str = "--set", form: str = "KEY=VALUE") -> tuple[str, str]:
