@@ -7,6 +7,7 @@ validated before anything is written, and results are appended as they are produ
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -138,7 +139,9 @@ def _invocation(ctx: click.Context, command: str) -> dict[str, Any]:
             return [plain(v) for v in value]
         return str(value) if isinstance(value, Path) else value
 
-    return {"command": command, "params": {k: plain(v) for k, v in ctx.params.items()}}
+    # relative paths (--data, --model, ...) are kept as given, so every record of the run stays the same on
+    # resume; the working directory they are relative to is kept with them
+    return {"command": command, "cwd": os.getcwd(), "params": {k: plain(v) for k, v in ctx.params.items()}}
 
 
 def _resumed(ctx: click.Context, command: str) -> dict[str, Any] | None:
@@ -154,7 +157,8 @@ def _resumed(ctx: click.Context, command: str) -> dict[str, Any] | None:
     given = [f"--{k.replace('_', '-')}" for k in ctx.params if k != "resume" and ctx.get_parameter_source(k) is not ParameterSource.DEFAULT]
     if given:
         raise EditkitError(f"--resume {directory}: takes no other options (the run's own are reused), got {', '.join(given)}")
-    file = Path(directory) / "invocation.json"
+    directory = Path(directory).resolve()
+    file = directory / "invocation.json"
     try:
         stored = json.loads(file.read_text(encoding="utf-8"))
         params = dict(stored["params"])
@@ -171,7 +175,9 @@ def _resumed(ctx: click.Context, command: str) -> dict[str, Any] | None:
     for name in ("overrides", "hparams_files"):
         if name in params:
             params[name] = tuple(params[name])
-    params["resume"] = Path(directory)
+    params["resume"] = directory
+    if isinstance(stored.get("cwd"), str) and Path(stored["cwd"]).is_dir():
+        os.chdir(stored["cwd"])  # where the run's relative paths point
     return params
 
 

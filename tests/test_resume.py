@@ -103,3 +103,16 @@ def test_resume_takes_no_other_options_and_needs_a_run(tmp_path, tiny_model_dir,
     before = (out / "results.jsonl").read_bytes()
     main(["run", "--resume", str(out)])  # a finished run: nothing to do, nothing rewritten
     assert (out / "results.jsonl").read_bytes() == before
+
+
+def test_resume_finds_relative_paths_from_another_directory(tmp_path, tiny_model_dir, monkeypatch):
+    started = tmp_path / "started"
+    started.mkdir()
+    (started / "edits.jsonl").write_text("".join(json.dumps(r) + "\n" for r in request_rows(2)))
+    monkeypatch.chdir(started)
+    main(["run", "none", "--model", str(tiny_model_dir), "--data", "edits.jsonl", "--no-progress", "--out", "out"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    main(["run", "--resume", str(started / "out")])  # a finished run: loads and checks everything, writes nothing
+    assert json.loads((started / "out" / "config.json").read_text())["dataset"]["name"] == "edits.jsonl"
