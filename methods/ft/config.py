@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+from editkit.checks import is_integer, is_number
 from editkit.easyedit import KeyTable, choice, module_from_layers, only
 from editkit.editor import EditorConfig
 from editkit.errors import ConfigError
@@ -53,13 +53,13 @@ class FTConfig(EditorConfig):
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"FT objective must be one of {', '.join(OBJECTIVES)}, not '{self.objective}'")
-        _check(_integer(self.steps) and self.steps >= 1, "steps", self.steps, "an integer >= 1")
-        _check(_number(self.lr) and self.lr > 0, "lr", self.lr, "a number > 0")
+        _check(is_integer(self.steps) and self.steps >= 1, "steps", self.steps, "an integer >= 1")
+        _check(is_number(self.lr) and self.lr > 0, "lr", self.lr, "a number > 0")
         bound = self.norm_constraint
-        _check(bound is None or (_number(bound) and bound > 0), "norm_constraint", bound, "None or a number > 0")
-        _check(_number(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
-        _check(_number(self.early_stop_loss) and self.early_stop_loss >= 0, "early_stop_loss", self.early_stop_loss, "a number >= 0")
-        _check(self.layer is None or _integer(self.layer), "layer", self.layer, "None or an integer")
+        _check(bound is None or (is_number(bound) and bound > 0), "norm_constraint", bound, "None or a number > 0")
+        _check(is_number(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+        _check(is_number(self.early_stop_loss) and self.early_stop_loss >= 0, "early_stop_loss", self.early_stop_loss, "a number >= 0")
+        _check(self.layer is None or is_integer(self.layer), "layer", self.layer, "None or an integer")
         module = self.module
         _check(module is None or (isinstance(module, str) and bool(module.strip())), "module", module, "None or a dotted module path")
 
@@ -68,10 +68,3 @@ def _check(ok: bool, name: str, value: object, expected: str) -> None:
     if not ok:
         raise ConfigError(f"FT {name} must be {expected}, not {value!r}")
 
-
-def _integer(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

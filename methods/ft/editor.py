@@ -15,9 +15,8 @@ checked against the model's own full forward; models that add position embedding
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +24,8 @@ import torch.nn.functional as F
 from editkit.batching import tokenize_pair
 from editkit.editor import Editor, _forward_params
 from editkit.errors import ConfigError, EditkitError
-from editkit.layers import down_proj_path, linear_weight_in_out, resolve_module, scaled_layer
+from editkit.checks import layer_module_path
+from editkit.layers import linear_weight_in_out, resolve_module
 from editkit.partial import blocks_from, enclosing_block
 from editkit.requests import EditRequest
 
@@ -59,11 +59,8 @@ class FTEditor(Editor):
     def __init__(self, model: torch.nn.Module, tokenizer: Any, config: FTConfig | None = None):
         super().__init__(model, tokenizer, config)
         cfg: FTConfig = self.config
-        if cfg.module is not None:
-            self.module_path = cfg.module.strip()
-        else:
-            layer = cfg.layer if cfg.layer is not None else scaled_layer(OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS, model)
-            self.module_path = down_proj_path(model, layer)
+        named = cfg.module.strip() if cfg.module is not None else cfg.layer
+        self.module_path = layer_module_path(model, named, (OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS))
         self._weight = linear_weight_in_out(resolve_module(model, self.module_path))[0]
         if not self._weight.is_floating_point():
             raise ConfigError(f"{self.module_path}: weight of dtype {self._weight.dtype} cannot be fine-tuned")
@@ -143,7 +140,7 @@ class FTEditor(Editor):
         if hidden is None:
             logits = self.model(input_ids=problem.input_ids, **kwargs).logits[0]
         else:
-            with self._upper_blocks_only():
+            with blocks_from(self.model, self._blocks_path, self._block_index):  # the edited block and above
                 logits = self.model(inputs_embeds=hidden, **kwargs).logits[0]
         return logits if self._keep_logits else logits[problem.positions]
 
@@ -176,12 +173,6 @@ class FTEditor(Editor):
         if self._fast_ok is None:
             self._fast_ok = hidden is not None and self._shortcut_matches(problem, hidden)
         return hidden if self._fast_ok else None
-
-    @contextmanager
-    def _upper_blocks_only(self) -> Iterator[None]:
-        """Temporarily make the model's block list hold only the edited block and those above it."""
-        with blocks_from(self.model, self._blocks_path, self._block_index):
-            yield
 
     def _shortcut_matches(self, problem: _Problem, hidden: torch.Tensor) -> bool:
         try:
