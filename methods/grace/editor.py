@@ -79,10 +79,10 @@ class GraceEditor(Editor):
             raise EditkitError(f"edit request {request.id}: the {part} has no tokens")
         positions = self._positions(batch.prompt_mask)
         lower = self.split.lower(batch) if self._fast is not False else None
-        module_in = lower.module_in if lower is not None else self.split.module_inputs(batch)
+        module_in, module_out = (lower.module_in, lower.module_out) if lower is not None else self.split.module_io(batch)
         last = int(last_prompt_positions(batch.prompt_mask)[0])
         placement = self.codebook.place(
-            module_in[0, last], self._initial_value(batch, lower, last), request.target.strip(), cfg.eps_init
+            module_in[0, last], self._initial_value(module_out[0, last]), request.target.strip(), cfg.eps_init
         )
         value = self.codebook.values[placement.entry].clone().requires_grad_(True)
         with torch.enable_grad(), frozen(self.model):
@@ -107,22 +107,13 @@ class GraceEditor(Editor):
         positions[torch.arange(len(prompt_mask), device=prompt_mask.device), last_prompt_positions(prompt_mask)] = True
         return positions & prompt_mask
 
-    def _initial_value(self, batch: PromptBatch, lower: Any, last: int) -> torch.Tensor:
+    def _initial_value(self, module_out: torch.Tensor) -> torch.Tensor:
+        """The value a new key starts from: the module's own output at the key token (warm) or, as GRACE
+        does by default, a seeded uniform draw (cold)."""
         if self.config.value_init == "warm":
-            out = lower.module_out if lower is not None else self._module_output(batch)
-            return out[0, last].float()
+            return module_out.float()
         generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.num_edits)
         return torch.rand(self.codebook.value_dim, generator=generator).to(self.device)
-
-    def _module_output(self, batch: PromptBatch) -> torch.Tensor:
-        captured: list[torch.Tensor] = []
-        handle = self.split.module.register_forward_hook(lambda _m, _a, out: captured.append(out.detach()))
-        try:
-            with torch.no_grad():
-                self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
-        finally:
-            handle.remove()
-        return captured[0]
 
     def _loss_fn(self, batch: PromptBatch, positions: torch.Tensor, lower: Any, value: torch.Tensor) -> Callable[[], torch.Tensor]:
         """The training loss: through the shortcut when it is (or, on the first edit, proves) exact."""
