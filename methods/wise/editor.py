@@ -24,6 +24,7 @@ from typing import Any, Callable, ClassVar, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from transformers.activations import ACT2FN
 
 from editkit.batching import PromptBatch, encode
 from editkit.checks import layer_module_path
@@ -64,8 +65,6 @@ class WiseEditor(Editor):
         self.module_path = layer_module_path(model, cfg.layer, (OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS))
         self.split = SplitForward(model, self.module_path)
         self.shape = (self.split.out_features, self.split.in_features)
-        from transformers.activations import ACT2FN
-
         act_name = getattr(getattr(model, "config", None), "hidden_act", None)
         self.activation: Callable[[torch.Tensor], torch.Tensor] = ACT2FN[act_name] if act_name in ACT2FN else (lambda x: x)
         self._fast: bool | None = None if self.split.possible else False
@@ -88,14 +87,14 @@ class WiseEditor(Editor):
     def side_memories(self) -> list[torch.Tensor]:
         """The [out, in] differences from ``W`` that inference can choose from (cached until the next edit)."""
         if self._side_cache is None:
+            live = [self.current] if self.num_edits % self.config.shard_size else []  # a shard in progress
+            pending = [*self.shards, *live]
             if self.num_edits == 0:
                 self._side_cache = []
             elif self.config.retrieve:
-                live = [self.current] if self.num_edits % self.config.shard_size else []
-                self._side_cache = [self.base + d for d in [*self.shards, *live]]
+                self._side_cache = [self.base + d for d in pending]
             elif self.shards:
-                live = [self.current] if self.num_edits % self.config.shard_size else []
-                self._side_cache = [self.base + ties_merge([*self.shards, *live], self.config.merge_density)]
+                self._side_cache = [self.base + ties_merge(pending, self.config.merge_density)]
             else:
                 self._side_cache = [self.base + self.current]
         return self._side_cache
