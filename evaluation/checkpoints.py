@@ -67,26 +67,36 @@ def save_checkpoint(directory: Path, step: int, editor: Any, complete: bool = Fa
         shutil.rmtree(directory / CHECKPOINTS, ignore_errors=True)
 
 
+def _rows_up_to(file: Path, step: int) -> list[dict[str, Any]]:
+    """The rows of one of the run's JSONL files up to ``step``, skipping any torn line."""
+    rows = []
+    with open(file, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # the line a kill cut short
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+                rows.append(row)
+    return rows
+
+
+def results_up_to(directory: Path, step: int) -> list[dict[str, Any]]:
+    """The results rows of steps ≤ ``step``, read only: a finished run's summary is rebuilt from them."""
+    file = directory / RESULTS
+    return _rows_up_to(file, step) if file.is_file() else []
+
+
 def keep_rows_up_to(directory: Path, step: int) -> list[dict[str, Any]]:
     """Drop every row after ``step`` (and any torn last line) from the run's JSONL files; return the
     kept results rows, from which the summary of the resumed run is rebuilt."""
-    kept_results: list[dict[str, Any]] = []
+    kept: dict[str, list[dict[str, Any]]] = {}
     for name in (RESULTS, EDITS, ROUTING, TIMINGS):
         file = directory / name
         if not file.is_file():
             continue
-        rows = []
-        with open(file, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue  # the line a kill cut short
-                if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
-                    rows.append(row)
+        kept[name] = _rows_up_to(file, step)
         tmp = file.with_name(file.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept[name]), encoding="utf-8")
         os.replace(tmp, file)
-        if name == RESULTS:
-            kept_results = rows
-    return kept_results
+    return kept.get(RESULTS, [])

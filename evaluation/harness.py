@@ -25,7 +25,7 @@ from editkit.editor import STATE_TENSORS, EditorConfig
 from editkit.hashing import sha256_file
 from editkit.registry import EditorSpec
 
-from .checkpoints import Checkpoint, keep_rows_up_to, read_checkpoint, save_checkpoint
+from .checkpoints import Checkpoint, keep_rows_up_to, read_checkpoint, results_up_to, save_checkpoint
 from .routing import routing_prompts, routing_rows
 from .schedules import Schedule
 from .scorers import SCORERS, Score, Scorer
@@ -133,7 +133,7 @@ class Harness:
         requests = self.stream.requests
         last = read_checkpoint(directory) if resume else Checkpoint(0, None, False)
         if last.complete:
-            return summarize(_scores(keep_rows_up_to(directory, last.step)), context, len(requests), per_checkpoint)
+            return summarize(_scores(results_up_to(directory, last.step)), context, len(requests), per_checkpoint)
         editor = spec.build(self.model, self.tokenizer, config)
         editor.prepare([r.irrelevant for r in self.stream.requests if r.irrelevant])
         scores: list[Score] = []
