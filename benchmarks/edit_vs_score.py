@@ -12,13 +12,10 @@ measured in the same process, so the split is meaningful even where absolute tim
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+from editkit.reports.loading import read_jsonl
 
 
 def main() -> None:
@@ -28,8 +25,9 @@ def main() -> None:
     print(f"| method | edits | s / edit | editing s | scoring s (by pass) | scoring share |")
     print(f"|---|---|---|---|---|---|")
     for method_dir in sorted(p for p in args.run_dir.iterdir() if (p / "edits.jsonl").is_file()):
-        edits = read_jsonl(method_dir / "edits.jsonl")
-        timings = read_jsonl(method_dir / "timings.jsonl")
+        edits = read_jsonl(method_dir / "edits.jsonl", ("step", "seconds"))
+        timings_file = method_dir / "timings.jsonl"
+        timings = read_jsonl(timings_file, ("what", "seconds")) if timings_file.is_file() else []
         if not timings:
             print(f"| {method_dir.name} | {len(edits)} | – | – | no timings.jsonl (run older than it) | – |")
             continue

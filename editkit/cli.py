@@ -158,13 +158,15 @@ def _resumed(ctx: click.Context, command: str) -> dict[str, Any] | None:
     if given:
         raise EditkitError(f"--resume {directory}: takes no other options (the run's own are reused), got {', '.join(given)}")
     directory = Path(directory).resolve()
-    file = directory / "invocation.json"
+    from editkit.evaluation.store import INVOCATION
+
+    file = directory / INVOCATION
     try:
         stored = json.loads(file.read_text(encoding="utf-8"))
         params = dict(stored["params"])
         started_as = stored["command"]
     except FileNotFoundError:
-        raise EditkitError(f"--resume {directory}: no invocation.json here, so not a run editkit can resume") from None
+        raise EditkitError(f"--resume {directory}: no {INVOCATION} here, so not a run editkit can resume") from None
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
         raise EditkitError(f"--resume {directory}: {file} is not an invocation editkit wrote") from None
     if started_as != command:
