@@ -31,7 +31,7 @@ def _common_options(func):
         click.option("--num-edits", type=int, default=None, help=f"Length of the stream [default: {DEFAULT_NUM_EDITS} for the bundled stream, else the whole file]."),
         click.option("--start", type=int, default=0, show_default=True, help="Skip this many requests first (e.g. a held-out slice)."),
         click.option("--shuffle/--no-shuffle", default=False, show_default=True, help="Take the first N of a --seed shuffle instead of file order."),
-        click.option("--schedule", default="final", show_default=True, help="final | immediate | every:K"),
+        click.option("--schedule", default="final", show_default=True, help="final | immediate | every:K | every:K,sample:S (score S evenly spaced requests)"),
         click.option("--scorers", default="tf,gen", show_default=True, help="Comma list of tf, gen."),
         click.option("--model", default=None, help="HF model id or local path [default: the embedded SmolLM2-135M-Instruct]."),
         click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N"),

@@ -211,3 +211,9 @@ def logits_match(short: torch.Tensor, full: torch.Tensor) -> bool:
     short, full = short.float(), full.float()
     scale = max(1.0, float(full.abs().max()))
     return bool(((short - full).abs() <= tolerance * scale).all())
+
+
+def lower_parts_match(short: LowerPart, full: LowerPart, valid: torch.Tensor) -> bool:
+    """Whether two lower passes agree at the real tokens (``valid`` [B, T]), up to rounding."""
+    pairs = zip((short.module_in, short.module_out, short.block_out), (full.module_in, full.module_out, full.block_out))
+    return all(a.shape == b.shape and logits_match(a[valid], b[valid]) for a, b in pairs)

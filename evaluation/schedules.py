@@ -3,10 +3,16 @@
 The schedule is part of every stored number because the same method scores very differently under
 ``final`` (all edits, then score: the protocol of the lifelong-editing papers) and ``immediate`` (score each edit right after
 it: what EasyEdit reports since 2026-06).
+
+A long stream (thousands of edits) scored in full at every checkpoint of a forgetting curve costs more
+than the edits themselves on a CPU, so ``every:K,sample:S`` scores a fixed, evenly spaced sample of S of the
+stream's requests (always including the first): the same requests for every method and every checkpoint,
+and the sample size is in the schedule string stored with every number.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from editkit.errors import EditkitError
@@ -25,32 +31,41 @@ class Checkpoint:
 class Schedule:
     kind: str  # "final" | "immediate" | "every"
     every: int | None = None
+    #: score only this many evenly spaced requests of the stream (None: all of them)
+    sample: int | None = None
 
     @classmethod
     def parse(cls, text: str) -> "Schedule":
         text = text.strip().lower()
         if text in {"final", "immediate"}:
             return cls(text)
-        if text.startswith("every:"):
-            try:
-                k = int(text.split(":", 1)[1])
-            except ValueError:
-                k = 0
-            if k >= 1:
-                return cls("every", k)
-        raise EditkitError(f"unknown schedule '{text}'; use final, immediate or every:K (K >= 1)")
+        match = re.fullmatch(r"every:(\d+)(?:,sample:(\d+))?", text)
+        if match and int(match.group(1)) >= 1 and (match.group(2) is None or int(match.group(2)) >= 1):
+            return cls("every", int(match.group(1)), int(match.group(2)) if match.group(2) else None)
+        raise EditkitError(
+            f"unknown schedule '{text}'; use final, immediate, every:K or every:K,sample:S (K, S >= 1)"
+        )
 
     def __str__(self) -> str:
-        return f"every:{self.every}" if self.kind == "every" else self.kind
+        if self.kind != "every":
+            return self.kind
+        return f"every:{self.every}" + (f",sample:{self.sample}" if self.sample else "")
+
+    def scored(self, n: int) -> tuple[int, ...]:
+        """The requests of a stream of ``n`` this schedule scores: all, or the evenly spaced sample."""
+        if self.sample is None or self.sample >= n:
+            return tuple(range(n))
+        return tuple(sorted({(i * n) // self.sample for i in range(self.sample)}))
 
     def plan(self, n: int) -> list[Checkpoint]:
         """Every checkpoint of a stream of ``n`` edits.
 
         ``every:K`` scores all edits applied so far and always the whole stream's locality set, so the
         points of a forgetting curve are measured on the same locality pairs; its last checkpoint is ``n``
-        even when K does not divide it, and equals the ``final`` schedule's scores.
+        even when K does not divide it, and equals the ``final`` schedule's scores. With a sample, "all
+        edits" and "the whole stream" mean the sampled requests.
         """
-        everything = tuple(range(n))
+        everything = self.scored(n)
         if self.kind == "final":
             return [Checkpoint(n, everything, everything)]
         if self.kind == "immediate":
@@ -58,4 +73,4 @@ class Schedule:
         steps = list(range(self.every, n + 1, self.every))
         if not steps or steps[-1] != n:
             steps.append(n)
-        return [Checkpoint(s, tuple(range(s)), everything) for s in steps]
+        return [Checkpoint(s, tuple(i for i in everything if i < s), everything) for s in steps]

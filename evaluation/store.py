@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -235,8 +236,10 @@ class RunWriter:
         self._routing.flush()
 
     def timing(self, step: int, what: str, seconds: float, items: int) -> None:
-        """How long one scoring pass took (``what``: ``score:tf``, ``routing``...) and how many rows it wrote."""
-        self._append(self._timings, {"method": self.context["method"], "step": step, "what": what, "seconds": seconds, "items": items})
+        """How long one scoring pass took (``what``: ``score:tf``, ``routing``...), how many rows it wrote, and
+        the process's peak resident memory so far (what a long stream must keep flat)."""
+        row = {"method": self.context["method"], "step": step, "what": what, "seconds": seconds, "items": items}
+        self._append(self._timings, {**row, "peak_rss_mb": peak_rss_mb()})
 
     def _context_fields(self) -> dict[str, str]:
         return {k: v for k, v in self.context.items() if k != "method"}
@@ -307,3 +310,14 @@ def read_summary(path: Path) -> list[dict[str, Any]]:
     if not isinstance(rows, list):
         raise EditkitError(f"{file}: expected a list of summary rows")
     return rows
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process in MiB (ru_maxrss is KiB on Linux, bytes on macOS); None where
+    the platform has no ``resource`` module (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)

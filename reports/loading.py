@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from editkit.errors import EditkitError
 from editkit.evaluation.routing import KINDS
+from editkit.evaluation.schedules import Schedule
 from editkit.evaluation.store import EDITS, RESULTS, ROUTING, SUMMARY, read_summary
 
 Row = dict[str, Any]
@@ -41,8 +42,10 @@ class Context:
     @property
     def every(self) -> int | None:
         """K of an ``every:K`` schedule (None for other schedules)."""
-        kind, _, k = self.schedule.partition(":")
-        return int(k) if kind == "every" and k.isdigit() else None
+        try:
+            return Schedule.parse(self.schedule).every
+        except EditkitError:
+            return None
 
 
 @dataclass

@@ -209,9 +209,30 @@ def test_fast_edit_matches_the_full_forward_edit(decay, loop):
         assert a["loop"] == loop and b["loop"] == "full"
         assert a["iterations"] == b["iterations"]
         assert abs(a["loss"] - b["loss"]) <= 1e-4
+    assert fast.reuse_prefix_states is True  # the lower pass reused the prefixes' cached states
     delta = (fast.memory.weight - full.memory.weight).abs().max().item()
     assert delta <= 1e-4, delta
     assert fast.memory.weight.abs().max() > 0.01
+
+
+def test_lower_pass_after_cached_prefixes_matches_the_plain_lower_pass():
+    from editkit.batching import encode
+    from editkit.partial import lower_parts_match
+    from editkit.prefix_cache import lower_after_prefixes, prefix_states
+    from editkit.prefixes import prefixed
+
+    editor = _editor()
+    prefixes = editor._ensure_prefixes()
+    states = prefix_states(editor.split, editor.tokenizer, prefixes)
+    assert states is not None and prefix_states(editor.split, editor.tokenizer, prefixes) is states  # cached
+    for request in _requests(3):
+        batch = encode(editor.tokenizer, prefixed(request.prompt, prefixes), [request.target] * (len(prefixes) + 1))
+        reused = lower_after_prefixes(editor.split, batch, states, [None, *range(len(prefixes))])
+        assert reused is not None
+        assert lower_parts_match(reused, editor.split.lower(batch), batch.attention_mask.bool())
+    # a row that does not start with the prefix it is said to have is refused, not silently misread
+    batch = encode(editor.tokenizer, [request.prompt, request.prompt], [request.target] * 2)
+    assert lower_after_prefixes(editor.split, batch, states, [None, 0]) is None
 
 
 def test_masked_decay_leaves_other_columns_alone():
@@ -280,7 +301,7 @@ def test_loading_a_state_of_another_shape_fails(edited, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ the mask database
-def test_packed_overlaps_match_a_bool_reference():
+def test_packed_overlaps_match_a_bool_reference(monkeypatch):
     generator = torch.Generator().manual_seed(0)
     width, k = 200, 57  # not a multiple of 64: the last word is partly padding
     permutation = torch.randperm(width, generator=generator)
@@ -294,14 +315,15 @@ def test_packed_overlaps_match_a_bool_reference():
     queries = masks[::37] | torch.rand(masks[::37].shape, generator=generator).lt(0.1)
     reference = (queries[:, None, :] & masks[None, :, :]).sum(-1).numpy()
     assert np.array_equal(database.overlaps(pack(queries)), reference)
-    # the per-query loop (used for large databases) gives the same numbers
+    # the per-query loop (used for large databases), alone and split over threads, gives the same numbers
     import editkit.methods.memoir.tophash as tophash
 
-    limit, tophash._BROADCAST_LIMIT = tophash._BROADCAST_LIMIT, 0
-    try:
-        assert np.array_equal(database.overlaps(pack(queries)), reference)
-    finally:
-        tophash._BROADCAST_LIMIT = limit
+    monkeypatch.setattr(tophash, "_BROADCAST_LIMIT", 0)
+    assert np.array_equal(database.overlaps(pack(queries)), reference)
+    monkeypatch.setattr(tophash, "_THREADED_MIN", 0)
+    monkeypatch.setattr(tophash, "_scan_threads", lambda: 3)
+    assert np.array_equal(database.overlaps(pack(queries)), reference)
+    monkeypatch.undo()
     rows, best = database.best(pack(queries))
     assert np.array_equal(best, reference.max(axis=1)) and np.array_equal(rows, reference.argmax(axis=1))
     restored = MaskDatabase(width)

@@ -43,7 +43,17 @@ def test_schedule_items():
     assert all(cp.locality == (0, 1, 2, 3, 4) for cp in every)  # one fixed locality set per curve
 
 
-@pytest.mark.parametrize("bad", ["", "every", "every:0", "every:x", "sometimes"])
+def test_sampled_schedule_scores_the_same_requests_at_every_checkpoint():
+    schedule = Schedule.parse("every:4,sample:3")
+    assert str(schedule) == "every:4,sample:3" and Schedule.parse(str(schedule)) == schedule
+    plan = schedule.plan(10)
+    assert [cp.step for cp in plan] == [4, 8, 10]
+    assert [cp.edits for cp in plan] == [(0, 3), (0, 3, 6), (0, 3, 6)]
+    assert all(cp.locality == (0, 3, 6) for cp in plan)
+    assert Schedule.parse("every:4,sample:50").plan(10) == Schedule.parse("every:4").plan(10)
+
+
+@pytest.mark.parametrize("bad", ["", "every", "every:0", "every:x", "sometimes", "every:2,sample:0", "every:2,sample:x", "final,sample:3"])
 def test_bad_schedule(bad):
     with pytest.raises(EditkitError, match="schedule"):
         Schedule.parse(bad)

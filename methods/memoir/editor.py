@@ -44,7 +44,8 @@ from editkit.batching import PromptBatch, encode, pad_id
 from editkit.editor import Editor, RoutingScores
 from editkit.errors import ConfigError, EditkitError
 from editkit.checks import layer_module_path
-from editkit.partial import PackedRows, SplitForward, frozen, logits_match, model_cache
+from editkit.partial import LowerPart, PackedRows, SplitForward, frozen, logits_match, lower_parts_match, model_cache
+from editkit.prefix_cache import lower_after_prefixes, prefix_states
 from editkit.prefixes import MAX_PREFIXES, context_prefixes, prefixed
 from editkit.requests import EditRequest
 
@@ -86,6 +87,9 @@ class MemoirEditor(Editor):
         # Which fast loop reproduces the full forward on this model: None = not checked yet (first edit),
         # else one of _FAST_MODES in order of preference, or "off" (the reference loop is used).
         self._fast_mode: str | None = None if self.split.possible else "off"
+        #: whether the edit's lower pass reuses the context prefixes' states (None: not checked yet; a
+        #: benchmark sets False to time the plain lower pass)
+        self.reuse_prefix_states: bool | None = None
 
     def _draw_permutation(self) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.config.seed)
@@ -167,7 +171,13 @@ class MemoirEditor(Editor):
                 loss_fn = self._full_loss(batch, mask, request.irrelevant)
             iterations, first_loss, final_loss = self._train(loss_fn, mask)
 
-        row, new = self.database.add(pack(mask[None])[0])
+        packed = pack(mask[None])
+        # one timed lookup of the new mask against the database as it stands: how close this edit comes to
+        # an earlier one (a collision risk), and the lookup cost as the database grows along the stream
+        lookup_start = time.perf_counter()
+        _, nearest = self.database.best(packed)
+        lookup_seconds = time.perf_counter() - lookup_start
+        row, new = self.database.add(packed[0])
         self.edit_rows.append(row)
         return {
             "iterations": iterations,
@@ -176,6 +186,9 @@ class MemoirEditor(Editor):
             "seconds": time.perf_counter() - start,
             "mask_row": row,
             "duplicate_mask": not new,
+            "nearest_overlap": float(nearest[0]) / self.k,
+            "lookup_seconds": lookup_seconds,
+            "stored_masks": len(self.database),
             "loop": loss_fn.mode,
         }
 
@@ -183,7 +196,7 @@ class MemoirEditor(Editor):
         """The fastest loop known (or, on the first edit, checked) to reproduce the full forward."""
         if self._fast_mode == "off":
             return None
-        lower = self.split.lower(batch)
+        lower = self._lower(batch)
         acts, block_out = lower.module_in, lower.block_out
         if self._fast_mode is not None:
             return self._fast_loss(batch, mask, acts, block_out, packed=self._fast_mode == "packed")
@@ -191,6 +204,21 @@ class MemoirEditor(Editor):
         chosen = self._first_matching_full(batch, mask, candidates)
         self._fast_mode = chosen.mode if chosen is not None else "off"
         return chosen
+
+    def _lower(self, batch: PromptBatch) -> LowerPart:
+        """Block ``L``'s view of the edit batch, from the cached prefix states when they reproduce the plain
+        lower pass (checked on the first edit that can use them)."""
+        if self.reuse_prefix_states is not False and self.config.num_prefixes:
+            prefixes = self._ensure_prefixes()
+            states = prefix_states(self.split, self.tokenizer, prefixes)
+            reused = None if states is None else lower_after_prefixes(self.split, batch, states, [None, *range(len(prefixes))])
+            if reused is not None:
+                if self.reuse_prefix_states is None:
+                    plain = self.split.lower(batch)
+                    self.reuse_prefix_states = lower_parts_match(reused, plain, batch.attention_mask.bool())
+                    return reused if self.reuse_prefix_states else plain
+                return reused
+        return self.split.lower(batch)
 
     def _fast_loss(
         self, batch: PromptBatch, mask: torch.Tensor, acts: torch.Tensor, block_out: torch.Tensor, packed: bool

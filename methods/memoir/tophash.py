@@ -14,6 +14,10 @@ speed with ``bitwise_count``; older numpy falls back to a byte lookup table.
 
 from __future__ import annotations
 
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 
@@ -23,6 +27,8 @@ _HAS_BITWISE_COUNT = hasattr(np, "bitwise_count")
 _BYTE_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 #: broadcast all queries at once while the [queries, words, masks] temporary stays this small
 _BROADCAST_LIMIT = 1 << 22
+#: below this many stored masks a scan is too short for threads to pay off
+_THREADED_MIN = 1 << 17
 _BIT_WEIGHTS = torch.tensor([1 << i for i in range(8)], dtype=torch.uint8)
 
 
@@ -81,6 +87,25 @@ def unpack(words: np.ndarray, width: int) -> torch.Tensor:
     words = np.ascontiguousarray(words, dtype="<u8")
     bits = np.unpackbits(words.view(np.uint8), axis=-1, bitorder="little")
     return torch.from_numpy(bits[:, :width].astype(np.bool_))
+
+
+def _scan(data: np.ndarray, query: np.ndarray, total: np.ndarray, lo: int, hi: int) -> None:
+    """Add ``|query ∧ mask|`` of masks ``lo:hi`` (columns of word-major ``data``) into ``total[lo:hi]``."""
+    scratch, counts, span = np.empty(hi - lo, dtype=np.uint64), np.empty(hi - lo, dtype=np.uint8), total[lo:hi]
+    for w in range(data.shape[0]):
+        np.bitwise_and(data[w, lo:hi], query[w], out=scratch)
+        _popcount(scratch, out=counts)
+        np.add(span, counts, out=span, casting="unsafe")
+
+
+def _scan_threads() -> int:
+    """Threads for a large scan: torch's setting (which ``--threads`` sets), at most the machine's cores."""
+    return max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
+
+
+@functools.lru_cache(maxsize=None)
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="editkit-masks")
 
 
 def _popcount(words: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -174,15 +199,20 @@ class MaskDatabase:
         if queries.shape[0] * self.words * n <= _BROADCAST_LIMIT:
             both = np.bitwise_and(data[None], queries[:, :, None])
             return _popcount(both).sum(axis=1, dtype=np.uint16)
-        # one query at a time, one word at a time: temporaries of N words, no [words, N] copy
+        # one query at a time, one word at a time: temporaries of N words, no [words, N] copy. Past a few
+        # hundred thousand masks the scan is bound by memory bandwidth, which one core does not saturate,
+        # so the masks are split into contiguous column ranges scanned by parallel threads (numpy releases
+        # the GIL inside each ufunc).
         out = np.zeros((queries.shape[0], n), dtype=np.uint16)
-        scratch, counts = np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.uint8)
+        parts = _scan_threads() if n >= _THREADED_MIN else 1
+        bounds = np.linspace(0, n, parts + 1).astype(np.int64)
         for qi, query in enumerate(queries):
-            total = out[qi]
-            for w in range(self.words):
-                np.bitwise_and(data[w], query[w], out=scratch)
-                _popcount(scratch, out=counts)
-                np.add(total, counts, out=total, casting="unsafe")
+            spans = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+            if len(spans) == 1:
+                _scan(data, query, out[qi], *spans[0])
+            else:
+                for job in [_pool(parts).submit(_scan, data, query, out[qi], lo, hi) for lo, hi in spans]:
+                    job.result()
         return out
 
     def best(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
