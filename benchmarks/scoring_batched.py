@@ -1,28 +1,37 @@
 """Batched scoring vs one row at a time, in one process, on the same editor and stream.
 
     python benchmarks/scoring_batched.py [--model ID|PATH] [--data default] [--num-edits 50] [--batch-size 16]
+                                         [--run RUN_DIR]
 
-Prints seconds per scorer for both ways, the speed-up ratio, and how many scores differ (batching changes
-float rounding, so a near-tie argmax may flip; the count is printed rather than hidden).
+``--run`` takes a method's run directory (``runs/x/memoir``): its editor is rebuilt from ``config.json`` and
+``state/``, so every batch mixes rows the editor routes to an edit with rows it leaves alone (per-row
+routing); without it the unedited model is scored. Prints seconds per scorer for both ways, the speed-up
+ratio, and how many scores differ (batching changes float rounding, so a near-tie argmax may flip; the count
+is printed rather than hidden), and for a routing editor the share of rows it routed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 from editkit.baseline import UneditedEditor
 from editkit.data import load_requests
+from editkit.evaluation.routing import routing_prompts, routing_rows
+from editkit.evaluation.schedules import Checkpoint
 from editkit.evaluation.scorers import SCORERS
 from editkit.evaluation.streams import make_stream
 from editkit.models import load_model
+from editkit.registry import get_editor_spec
 
 
-def timed_scores(scorer_class, tokenizer, editor, stream, batch_size):
+def timed_scores(scorer_class, tokenizer, unedited, editor, stream, batch_size):
     scorer = scorer_class(tokenizer, batch_size)
     everything = list(range(len(stream)))
     start = time.perf_counter()
-    scorer.prepare(editor, stream, [everything])
+    scorer.prepare(unedited, stream, [everything])
     rows = scorer.score(editor, stream, len(stream), everything, everything)
     return time.perf_counter() - start, [(r.edit_id, r.metric, r.value) for r in rows]
 
@@ -33,15 +42,30 @@ def main() -> None:
     parser.add_argument("--data", default="default")
     parser.add_argument("--num-edits", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--run", type=Path, default=None, help="a method's run directory with config.json and state/")
     args = parser.parse_args()
 
     loaded = load_model(args.model)
     stream = make_stream(load_requests(args.data), args.num_edits).requests
     editor = UneditedEditor(loaded.model, loaded.tokenizer)
-    print(f"model {loaded.model_id}, {len(stream)} requests, batch size {args.batch_size} vs 1")
+    unedited = editor
+    if args.run is not None:
+        config = json.loads((args.run / "config.json").read_text())
+        spec = get_editor_spec(config["method"])
+        editor = spec.build(loaded.model, loaded.tokenizer, spec.make_config(**config["method_config"]))
+        editor.load_state(args.run / "state")
+    print(f"model {loaded.model_id}, editor {editor.name}, {len(stream)} requests, batch size {args.batch_size} vs 1")
+    everything = tuple(range(len(stream)))
+    prompts = routing_prompts(stream, Checkpoint(len(stream), everything, everything))
+    routed: dict[str, list[bool]] = {}
+    for rows in routing_rows(editor, loaded.tokenizer, prompts, len(stream), args.batch_size):
+        for row in rows:
+            routed.setdefault(row["kind"], []).append(row["score"] >= row["threshold"])
+    if routed:
+        print("rows routed to an edit: " + ", ".join(f"{k} {sum(v)}/{len(v)}" for k, v in routed.items()))
     for name, scorer_class in SCORERS.items():
-        batched_s, batched = timed_scores(scorer_class, loaded.tokenizer, editor, stream, args.batch_size)
-        single_s, single = timed_scores(scorer_class, loaded.tokenizer, editor, stream, 1)
+        batched_s, batched = timed_scores(scorer_class, loaded.tokenizer, unedited, editor, stream, args.batch_size)
+        single_s, single = timed_scores(scorer_class, loaded.tokenizer, unedited, editor, stream, 1)
         differ = sum(a != b for a, b in zip(batched, single))
         print(
             f"{name:>4}: batched {batched_s:6.2f} s, one-by-one {single_s:6.2f} s, "
