@@ -82,16 +82,19 @@ def frozen(model: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def forward_until_stop(model: torch.nn.Module, batch: PromptBatch, hooks: list[Any]) -> None:
-    """A no-grad forward that the hooks cut short (by raising ``_Stop``) once they hold what they need."""
+def forward_until_stop(model: torch.nn.Module, batch: PromptBatch | dict[str, Any], hooks: list[Any]) -> None:
+    """A no-grad forward (of a batch, or of explicit forward arguments) that the hooks cut short (by
+    raising ``_Stop``) once they hold what they need."""
+    if isinstance(batch, PromptBatch):
+        batch = {
+            "input_ids": batch.input_ids,
+            "attention_mask": batch.attention_mask,
+            "position_ids": batch.position_ids,
+            "use_cache": False,
+        }
     try:
         with torch.no_grad():
-            model(
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-                position_ids=batch.position_ids,
-                use_cache=False,
-            )
+            model(**batch)
     except _Stop:
         pass
     finally:
@@ -145,8 +148,9 @@ class SplitForward:
         """[B, T, D] input of the wrapped module (nothing applied)."""
         return self.module_io(batch)[0]
 
-    def lower(self, batch: PromptBatch) -> LowerPart:
-        """Block ``L``'s view of ``batch`` with nothing applied; computed once per edit."""
+    def lower(self, batch: PromptBatch | dict[str, Any]) -> LowerPart:
+        """Block ``L``'s view of ``batch`` with nothing applied; computed once per edit. ``batch`` may also be
+        the model's forward arguments (a cache of earlier tokens among them)."""
         captured: dict[str, torch.Tensor] = {}
         block = resolve_module(self.model, f"{self.blocks_path}.{self.block_index}")
 

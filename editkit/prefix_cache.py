@@ -21,8 +21,7 @@ import torch
 
 from .batching import PromptBatch
 from .editor import _forward_params
-from .partial import LowerPart, SplitForward, _Stop, model_cache
-from .layers import resolve_module
+from .partial import LowerPart, SplitForward, model_cache
 
 
 @dataclass(frozen=True)
@@ -40,31 +39,6 @@ def _cache_class() -> Any:
     from transformers import DynamicCache
 
     return DynamicCache
-
-
-def _run_to_block(split: SplitForward, kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """A no-grad forward stopped at block ``L`` that captures the module's input/output and the block's
-    output (the keys/values land in the cache passed in ``kwargs``)."""
-    captured: dict[str, torch.Tensor] = {}
-    block = resolve_module(split.model, f"{split.blocks_path}.{split.block_index}")
-
-    def grab_module(_m: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
-        captured["in"], captured["out"] = args[0].detach(), output.detach()
-
-    def grab_block(_m: torch.nn.Module, _args: tuple, output: Any) -> None:
-        captured["block"] = (output[0] if isinstance(output, tuple) else output).detach()
-        raise _Stop
-
-    hooks = [split.module.register_forward_hook(grab_module), block.register_forward_hook(grab_block)]
-    try:
-        with torch.no_grad():
-            split.model(**kwargs, use_cache=True)
-    except _Stop:
-        pass
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return captured
 
 
 def _cache_argument(model: torch.nn.Module) -> str:
@@ -95,23 +69,23 @@ def _compute(split: SplitForward, tokenizer: Any, prefixes: Sequence[str]) -> Pr
     input_ids, valid = input_ids.to(device), valid.to(device)
     kv = _cache_class()()
     try:
-        captured = _run_to_block(
-            split,
+        lower = split.lower(
             {
                 "input_ids": input_ids,
                 "attention_mask": valid.long(),
                 "position_ids": (valid.long().cumsum(-1) - 1).clamp(min=0),
+                "use_cache": True,
                 _cache_argument(split.model): kv,
-            },
+            }
         )
         layers = list(kv.layers)[: split.block_index + 1]
         keys = tuple(layer.keys.detach() for layer in layers)
         values = tuple(layer.values.detach() for layer in layers)
     except Exception:  # noqa: BLE001 - an architecture whose cache is not a list of key/value layers
         return None
-    if "block" not in captured or len(keys) != split.block_index + 1:
+    if len(keys) != split.block_index + 1:
         return None
-    return PrefixStates(ids, valid, keys, values, LowerPart(captured["in"], captured["out"], captured["block"]))
+    return PrefixStates(ids, valid, keys, values, lower)
 
 
 def lower_after_prefixes(
@@ -146,20 +120,20 @@ def lower_after_prefixes(
     for layer, (k, v) in enumerate(zip(states.keys, states.values)):
         kv.update(k[source], v[source], layer)
     offsets = torch.tensor(starts, device=device)[:, None]
-    captured = _run_to_block(
-        split,
+    after = split.lower(
         {
             "input_ids": suffix_ids,
             "attention_mask": torch.cat([past_valid, suffix_valid], dim=1).long(),
             "position_ids": offsets + torch.arange(suffix, device=device)[None],
+            "use_cache": True,
             _cache_argument(split.model): kv,
-        },
+        }
     )
-    if "block" not in captured:
-        return None
-    return LowerPart(*(_assemble(states, captured[name], prefix_part, row_prefix, starts, lengths, batch)
-                       for name, prefix_part in (("in", states.lower.module_in), ("out", states.lower.module_out),
-                                                 ("block", states.lower.block_out))))
+    parts = zip(
+        (after.module_in, after.module_out, after.block_out),
+        (states.lower.module_in, states.lower.module_out, states.lower.block_out),
+    )
+    return LowerPart(*(_assemble(states, a, b, row_prefix, starts, lengths, batch) for a, b in parts))
 
 
 def _assemble(
