@@ -38,6 +38,23 @@ def retention_curve(run: MethodRun, scorer: str, metric: str = "reliability") ->
     return sorted((step, sum(v) / len(v)) for step, v in values.items())
 
 
+def position_curve(run: MethodRun, scorer: str, metric: str, bins: int = 10) -> Curve | None:
+    """The last checkpoint's per-edit values, in ``bins`` groups of consecutive stream positions: (mean
+    position, mean value). Early edits below late ones, even in a ``final`` run, is forgetting. None without
+    ``results.jsonl`` and ``edits.jsonl``, or for an ``immediate`` run (each edit scored at its own step)."""
+    if run.results is None or run.edits is None or run.context.schedule == "immediate":
+        return None
+    position = {r["edit_id"]: int(r["step"]) for r in run.edits}
+    rows = [r for r in run.results if r["scorer"] == scorer and r["metric"] == metric]
+    if not rows:
+        return []
+    last = max(int(r["step"]) for r in rows)
+    points = sorted((position[r["edit_id"]], float(r["value"])) for r in rows if int(r["step"]) == last and r["edit_id"] in position)
+    size = max(1, -(-len(points) // bins))
+    groups = [points[i : i + size] for i in range(0, len(points), size)]
+    return [(sum(p for p, _ in g) / len(g), sum(v for _, v in g) / len(g)) for g in groups]
+
+
 def first_checkpoint(run: MethodRun) -> int:
     return min(int(r["step"]) for r in run.summary)
 

@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .curves import checkpoint_curve, cost_curve, first_checkpoint, median_seconds, retention_curve
+from .curves import checkpoint_curve, cost_curve, first_checkpoint, median_seconds, position_curve, retention_curve
 from .merging import Series, caption, scorer_name
 from .style import Style, legend_below, new_figure, rate_axis, title
 from .tables import HEADERS, final_values, ordered_scorers
@@ -75,6 +75,26 @@ def forgetting_figure(series: Sequence[Series], scorer: str, style: dict[str, St
     if not panels[3].lines:
         panels[3].text(0.5, 0.5, "no results.jsonl: retention needs per-edit scores", ha="center", va="center", transform=panels[3].transAxes, fontsize=8.5)
     title(figure, "Forgetting along the stream", caption(curves, scorer))
+    legend_below(figure, panels[0])
+    return figure
+
+
+def position_figure(series: Sequence[Series], scorer: str, style: dict[str, Style], bins: int = 10) -> Figure | None:
+    """Reliability and generalization of each edit after the whole stream, by the edit's position in it."""
+    curves = [s for s in series if scorer in s.run.context.scorers and position_curve(s.run, scorer, "reliability", bins)]
+    if not curves:
+        return None
+    figure = new_figure(9.5, 4.4)
+    panels = figure.subplots(1, 2, sharey=True)
+    for axes, metric in zip(panels, ("reliability", "generalization")):
+        for s in curves:
+            points = position_curve(s.run, scorer, metric, bins)
+            if points:
+                _line(axes, points, s, style)
+        axes.set_title(f"{metric.capitalize()} after the last edit, by edit position", fontsize=9.5)
+        axes.set_xlabel(f"position of the edit in the stream (mean of {bins} equal bins)")
+        rate_axis(axes, "score (0–1)" if axes is panels[0] else "")
+    title(figure, "Which edits hold: early edits below late ones is forgetting", caption(curves, scorer))
     legend_below(figure, panels[0])
     return figure
 

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from editkit.errors import EditkitError
 
-from .figures import bar_chart, cost_figure, forgetting_figure
+from .figures import bar_chart, cost_figure, forgetting_figure, position_figure
 from .formats import FORMATS, Table, render, render_markdown
 from .loading import load_directory
 from .merging import Series, combine
@@ -81,6 +81,8 @@ def write_report(report: Report, out: Path, plots: bool = True) -> Report:
                 figures.append((f"forgetting-{scorer}", lambda scorer=scorer: forgetting_figure(report.series, scorer, style), f"forgetting ({scorer})"))
         else:
             report.notes.append("forgetting: needs an every:K run; these runs are scored only " + _schedules(report.series))
+        for scorer in ordered_scorers(s for one in report.series for s in one.run.context.scorers):
+            figures.append((f"position-{scorer}", lambda scorer=scorer: position_figure(report.series, scorer, style), f"score by edit position ({scorer})"))
         figures.append(("cost", lambda: cost_figure(report.series, style), "cost per edit"))
     sections += _figures(figures, out, report)
     if report.routing_table is not None:
@@ -120,6 +122,7 @@ def _schedules(series: Sequence[Series]) -> str:
 
 
 _WHY_MISSING = {
+    "position": "needs results.jsonl and edits.jsonl of a final or every:K run",
     "forgetting": "no every:K run has this scorer",
     "cost": "needs edits.jsonl of an edited run",
     "routing": "no scores with both in-scope and locality prompts",

@@ -190,7 +190,7 @@ def test_every_figure_is_written_and_decodes(tmp_path):
     routing = routing_rows(N, [0.9, 0.8, 0.7, 0.3], [0.5, 0.2, 0.1], 0.6)
     root = make_compare(tmp_path / "cmp", {"none": -0.4, "alpha": 0.3, "beta": 0.1}, routing={"alpha": routing})
     report = write_report(build_report([root]), root / "report")
-    stems = ["bars", "forgetting-tf", "forgetting-gen", "cost", "routing-scores", "routing-roc"]
+    stems = ["bars", "forgetting-tf", "forgetting-gen", "position-tf", "position-gen", "cost", "routing-scores", "routing-roc"]
     for stem in stems:
         for ext in ("png", "svg"):
             path = root / "report" / f"{stem}.{ext}"
@@ -206,9 +206,22 @@ def test_final_schedule_gets_bars_and_a_note_instead_of_curves(tmp_path):
     root = make_compare(tmp_path / "final", {"none": -0.4, "alpha": 0.3}, schedule="final")
     report = write_report(build_report([root]), root / "report")
     names = {p.name for p in report.files}
-    assert {"bars.png", "bars.svg", "cost.png"} <= names and not any(n.startswith("forgetting") for n in names)
+    assert {"bars.png", "bars.svg", "cost.png", "position-tf.png"} <= names and not any(n.startswith("forgetting") for n in names)
     assert any(n.startswith("forgetting: needs an every:K run") for n in report.notes)
     assert any(n.startswith("routing:") for n in report.notes)
+
+
+@pytest.mark.parametrize("bins, expected_positions", [(6, [1, 2, 3, 4, 5, 6]), (3, [1.5, 3.5, 5.5]), (4, [1.5, 3.5, 5.5])])
+def test_score_by_edit_position_uses_the_last_checkpoint(compare_dir, bins, expected_positions):
+    from editkit.reports.curves import position_curve
+
+    run = build_report([compare_dir]).series[1].run
+    points = position_curve(run, "tf", "reliability", bins)
+    last = max(cp.step for cp in Schedule.parse("every:2").plan(N))
+    per_edit = [value(0.3, last, i, "reliability", "tf") for i in range(N)]  # edit e{i} is at position i + 1
+    size = N // len(expected_positions)
+    assert [p for p, _ in points] == expected_positions
+    assert [v for _, v in points] == pytest.approx([sum(per_edit[j : j + size]) / size for j in range(0, N, size)])
 
 
 def test_retention_of_the_first_k_edits(compare_dir):
