@@ -128,8 +128,12 @@ class RoutingScores:
 def _cache_kwargs(model: torch.nn.Module, out: Any) -> dict[str, Any]:
     """Hand the KV cache of ``out`` back to the model under the name its transformers version uses."""
     cache = out.get("cache") if "cache" in out else out.get("past_key_values")
-    params = _forward_params(type(model))
-    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
+    return {_cache_argument(model): cache}
+
+
+def _cache_argument(model: torch.nn.Module) -> str:
+    """The name under which this model's forward takes a KV cache (``cache`` since transformers 5.40)."""
+    return "cache" if "cache" in _forward_params(type(model)) else "past_key_values"
 
 
 @functools.lru_cache(maxsize=None)

@@ -19,8 +19,8 @@ from typing import Any, Sequence
 
 import torch
 
-from .batching import PromptBatch
-from .editor import _forward_params
+from .batching import PromptBatch, encode
+from .editor import _cache_argument
 from .partial import LowerPart, SplitForward, model_cache
 
 
@@ -41,10 +41,6 @@ def _cache_class() -> Any:
     return DynamicCache
 
 
-def _cache_argument(model: torch.nn.Module) -> str:
-    return "cache" if "cache" in _forward_params(type(model)) else "past_key_values"
-
-
 def prefix_states(split: SplitForward, tokenizer: Any, prefixes: Sequence[str]) -> PrefixStates | None:
     """The prefixes' states through block ``L`` (cached per model, module and prefix set); None when the
     model cannot be driven with a cache this way."""
@@ -59,21 +55,16 @@ def _compute(split: SplitForward, tokenizer: Any, prefixes: Sequence[str]) -> Pr
     if not split.possible or not prefixes:
         return None
     device = next(split.model.parameters()).device
-    ids = tuple(tuple(tokenizer(f"{p}.").input_ids) for p in prefixes)
-    width = max(len(i) for i in ids)
-    input_ids = torch.zeros((len(ids), width), dtype=torch.long)
-    valid = torch.zeros((len(ids), width), dtype=torch.bool)
-    for row, tokens in enumerate(ids):
-        input_ids[row, width - len(tokens) :] = torch.tensor(tokens)
-        valid[row, width - len(tokens) :] = True
-    input_ids, valid = input_ids.to(device), valid.to(device)
+    batch = encode(tokenizer, [f"{p}." for p in prefixes], padding_side="left", device=device)
+    valid = batch.attention_mask.bool()
+    ids = tuple(tuple(row[mask].tolist()) for row, mask in zip(batch.input_ids, valid))
     kv = _cache_class()()
     try:
         lower = split.lower(
             {
-                "input_ids": input_ids,
-                "attention_mask": valid.long(),
-                "position_ids": (valid.long().cumsum(-1) - 1).clamp(min=0),
+                "input_ids": batch.input_ids,
+                "attention_mask": batch.attention_mask,
+                "position_ids": batch.position_ids,
                 "use_cache": True,
                 _cache_argument(split.model): kv,
             }
@@ -105,7 +96,7 @@ def lower_after_prefixes(
         if start >= lengths[row]:
             return None
         starts.append(start)
-    rows, width = len(batch), states.valid.shape[1]
+    rows = len(batch)
     suffix = max(n - s for n, s in zip(lengths, starts))
     device = batch.device
     suffix_ids = torch.zeros((rows, suffix), dtype=torch.long, device=device)
@@ -133,11 +124,10 @@ def lower_after_prefixes(
         (after.module_in, after.module_out, after.block_out),
         (states.lower.module_in, states.lower.module_out, states.lower.block_out),
     )
-    return LowerPart(*(_assemble(states, a, b, row_prefix, starts, lengths, batch) for a, b in parts))
+    return LowerPart(*(_assemble(a, b, row_prefix, starts, lengths, batch) for a, b in parts))
 
 
 def _assemble(
-    states: PrefixStates,
     after: torch.Tensor,
     before: torch.Tensor,
     row_prefix: Sequence[int | None],
@@ -145,11 +135,11 @@ def _assemble(
     lengths: Sequence[int],
     batch: PromptBatch,
 ) -> torch.Tensor:
-    """[B, T, ·] in the batch's layout: each row's cached prefix states, then its computed states."""
-    width = states.valid.shape[1]
+    """[B, T, ·] in the batch's layout: each row's cached (left-padded) prefix states ``before``, then its
+    computed states ``after``."""
     out = after.new_zeros((len(batch), batch.input_ids.shape[1], after.shape[-1]))
     for row, (prefix, start, length) in enumerate(zip(row_prefix, starts, lengths)):
         if prefix is not None:
-            out[row, :start] = before[prefix, width - start :]
+            out[row, :start] = before[prefix, before.shape[1] - start :]
         out[row, start:length] = after[row, : length - start]
     return out

@@ -81,16 +81,18 @@ def forgetting_figure(series: Sequence[Series], scorer: str, style: dict[str, St
 
 def position_figure(series: Sequence[Series], scorer: str, style: dict[str, Style], bins: int = 10) -> Figure | None:
     """Reliability and generalization of each edit after the whole stream, by the edit's position in it."""
-    curves = [s for s in series if scorer in s.run.context.scorers and position_curve(s.run, scorer, "reliability", bins)]
-    if not curves:
+    metrics = ("reliability", "generalization")
+    found = [(s, {m: position_curve(s.run, scorer, m, bins) for m in metrics}) for s in series if scorer in s.run.context.scorers]
+    found = [(s, points) for s, points in found if points["reliability"]]
+    if not found:
         return None
+    curves = [s for s, _ in found]
     figure = new_figure(9.5, 4.4)
     panels = figure.subplots(1, 2, sharey=True)
-    for axes, metric in zip(panels, ("reliability", "generalization")):
-        for s in curves:
-            points = position_curve(s.run, scorer, metric, bins)
-            if points:
-                _line(axes, points, s, style)
+    for axes, metric in zip(panels, metrics):
+        for s, points in found:
+            if points[metric]:
+                _line(axes, points[metric], s, style)
         axes.set_title(f"{metric.capitalize()} after the last edit, by edit position", fontsize=9.5)
         axes.set_xlabel(f"position of the edit in the stream (mean of {bins} equal bins)")
         rate_axis(axes, "score (0–1)" if axes is panels[0] else "")

@@ -206,8 +206,8 @@ class MaskDatabase:
         out = np.zeros((queries.shape[0], n), dtype=np.uint16)
         parts = _scan_threads() if n >= _THREADED_MIN else 1
         bounds = np.linspace(0, n, parts + 1).astype(np.int64)
+        spans = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
         for qi, query in enumerate(queries):
-            spans = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
             if len(spans) == 1:
                 _scan(data, query, out[qi], *spans[0])
             else:
