@@ -30,13 +30,13 @@ class GraceConfig(EditorConfig):
     """
 
     layer: int | str | None = None  # official layer 27/32, scaled
-    eps_init: float = 1.0  # official initial radius
+    eps_init: float = 1.0  # official; on zsre-dev every edit holds and no unrelated prompt falls inside a radius (docs/tuning)
     lr: float = 1.0  # official value learning rate (Adam)
     n_iter: int = 100  # official training steps per edit
     replacement: str = "last"  # official replace_last
     value_init: str = "cold"  # official cold start
     early_stop_loss: float = 1e-2  # stop once the edit is learnt: later steps cannot change its argmax
-    seed: int = 0
+    seed: int = 0  # draws the cold values
 
     easyedit_alg_names: ClassVar[tuple[str, ...]] = ("GRACE",)
     #: the keys of EasyEdit's hparams/GRACE/*.yaml

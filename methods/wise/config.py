@@ -39,7 +39,7 @@ class WiseConfig(EditorConfig):
     alpha: float = 5.0  # official margin: irrelevant gap below alpha
     beta: float = 20.0  # official margin: edit gap above beta
     gamma: float = 10.0  # official margin: edit gap above irrelevant gap by gamma
-    act_ratio: float = 0.88  # official routing threshold factor
+    act_ratio: float = 0.88  # official; separates on zsre-dev, and no value separates CounterFact dev (docs/tuning)
     norm_constraint: float = 1.0  # official clamp of side weights to main weights ± 1
     shard_size: int = 500  # official save_freq
     merge_every: int = 1000  # official merge_freq
@@ -48,7 +48,7 @@ class WiseConfig(EditorConfig):
     num_prefixes: int = 10  # official: 10 context templates
     early_stop_loss: float = 0.02  # official: stop once the whole loss is this low...
     early_stop_delta: float = 1e-4  # ...and no longer moving
-    seed: int = 0
+    seed: int = 0  # draws the gradient masks
 
     easyedit_alg_names: ClassVar[tuple[str, ...]] = ("WISE",)
     #: the keys of EasyEdit's hparams/WISE/*.yaml
