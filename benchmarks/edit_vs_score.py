@@ -4,9 +4,10 @@
 
 Reads each method's ``edits.jsonl`` (seconds of every edit, measured by the harness) and ``timings.jsonl``
 (seconds of every scoring pass) and prints seconds per edit, the scoring seconds per scorer and scoring's
-share of the method's total, then (row ``all``) of the whole comparison's. The issue 7 goal is scoring ≤ 10 % of the total. Run it on a directory written
-by ``editkit compare --methods memoir,ft,grace,wise --num-edits 100`` on a quiet machine: both halves were
-measured in the same process, so the split is meaningful even where absolute times are noisy.
+share of the method's total, then (row ``all``) of the whole comparison's. The issue 7 goal is scoring
+≤ 10 % of the total. Run it on a directory written by ``editkit compare --methods memoir,ft,grace,wise
+--num-edits 100``: both halves were measured in the same process, so the split is meaningful even where
+absolute times are noisy.
 """
 
 from __future__ import annotations
