@@ -16,9 +16,11 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from editkit.baseline import UneditedEditor
 from editkit.data import load_requests
+from editkit.editor import Editor
 from editkit.evaluation.routing import routing_prompts, routing_rows
 from editkit.evaluation.schedules import Checkpoint
 from editkit.evaluation.scorers import SCORERS
@@ -36,6 +38,15 @@ def timed_scores(scorer_class, tokenizer, unedited, editor, stream, batch_size):
     return time.perf_counter() - start, [(r.edit_id, r.metric, r.value) for r in rows]
 
 
+def saved_editor(run: Path, loaded: Any) -> Editor:
+    """The editor of a method's run directory, rebuilt from its ``config.json`` and ``state/``."""
+    config = json.loads((run / "config.json").read_text())
+    spec = get_editor_spec(config["method"])
+    editor = spec.build(loaded.model, loaded.tokenizer, spec.make_config(**config["method_config"]))
+    editor.load_state(run / "state")
+    return editor
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
@@ -47,13 +58,8 @@ def main() -> None:
 
     loaded = load_model(args.model)
     stream = make_stream(load_requests(args.data), args.num_edits).requests
-    editor = UneditedEditor(loaded.model, loaded.tokenizer)
-    unedited = editor
-    if args.run is not None:
-        config = json.loads((args.run / "config.json").read_text())
-        spec = get_editor_spec(config["method"])
-        editor = spec.build(loaded.model, loaded.tokenizer, spec.make_config(**config["method_config"]))
-        editor.load_state(args.run / "state")
+    unedited = UneditedEditor(loaded.model, loaded.tokenizer)
+    editor = unedited if args.run is None else saved_editor(args.run, loaded)
     print(f"model {loaded.model_id}, editor {editor.name}, {len(stream)} requests, batch size {args.batch_size} vs 1")
     everything = tuple(range(len(stream)))
     prompts = routing_prompts(stream, Checkpoint(len(stream), everything, everything))
