@@ -136,14 +136,6 @@ def _cache_argument(model: torch.nn.Module) -> str:
     return "cache" if "cache" in _forward_params(type(model)) else "past_key_values"
 
 
-def _logits_to_keep(model: torch.nn.Module, keep: int | torch.Tensor | None) -> dict[str, Any]:
-    """The forward argument that limits the LM head to the last ``keep`` positions (or to the positions
-    in a 1-D tensor), for a model whose forward takes it; nothing otherwise."""
-    if keep is None or "logits_to_keep" not in _forward_params(type(model)):
-        return {}
-    return {"logits_to_keep": keep}
-
-
 @functools.lru_cache(maxsize=None)
 def _forward_params(model_class: type) -> frozenset[str]:
     return frozenset(inspect.signature(model_class.forward).parameters)
@@ -194,10 +186,8 @@ class Editor(ABC):
         return next(self.model.parameters()).device
 
     @torch.no_grad()
-    def logits(self, batch: PromptBatch, columns: torch.Tensor | None = None) -> torch.Tensor:
-        """[B, T, V] logits for the whole batch, with routing decided per row from its prompt; with
-        ``columns`` (1-D positions) only [B, len(columns), V] at those positions. On a small model the LM
-        head is about a fifth of a forward, and a scorer reads only the few target positions of a row."""
+    def logits(self, batch: PromptBatch) -> torch.Tensor:
+        """[B, T, V] logits for the whole batch, with routing decided per row from its prompt."""
         batch = batch.to(self.device)
         with self.routing(batch):
             out = self.model(
@@ -205,10 +195,7 @@ class Editor(ABC):
                 attention_mask=batch.attention_mask,
                 position_ids=batch.position_ids,
                 use_cache=False,
-                **_logits_to_keep(self.model, None if columns is None else columns.to(self.device)),
             )
-        if columns is not None and out.logits.shape[1] != len(columns):  # a model that computed them all
-            return out.logits[:, columns.to(out.logits.device)]
         return out.logits
 
     @torch.no_grad()
@@ -226,8 +213,7 @@ class Editor(ABC):
         tokens: list[torch.Tensor] = []
         with self.routing(batch):
             out = self.model(
-                input_ids=batch.input_ids, attention_mask=attention, position_ids=positions, use_cache=True,
-                **_logits_to_keep(self.model, 1),
+                input_ids=batch.input_ids, attention_mask=attention, position_ids=positions, use_cache=True
             )
             for step in range(max_new_tokens):
                 next_token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)

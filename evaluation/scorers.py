@@ -119,10 +119,8 @@ class TeacherForcedScorer(Scorer):
         out: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(pairs)
         for idx in self.progress(list(self.batches(pairs))):
             batch = encode(self.tokenizer, [pairs[i][0] for i in idx], [pairs[i][1] for i in idx], "right")
+            predicted = editor.logits(batch).argmax(dim=-1).cpu()
             wanted, gold = batch.prediction_mask(), batch.target_mask
-            columns = torch.nonzero(wanted.any(dim=0)).flatten()  # the head runs only where some row predicts
-            predicted = editor.logits(batch, columns).argmax(dim=-1).cpu()
-            wanted = wanted[:, columns]
             for row, i in enumerate(idx):
                 out[i] = (predicted[row][wanted[row]], batch.input_ids[row][gold[row]])
         return out  # type: ignore[return-value]
