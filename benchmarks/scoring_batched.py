@@ -16,7 +16,6 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 from editkit.baseline import UneditedEditor
 from editkit.data import load_requests
@@ -25,7 +24,7 @@ from editkit.evaluation.routing import routing_prompts, routing_rows
 from editkit.evaluation.schedules import Checkpoint
 from editkit.evaluation.scorers import SCORERS
 from editkit.evaluation.streams import make_stream
-from editkit.models import load_model
+from editkit.models import LoadedModel, load_model
 from editkit.registry import get_editor_spec
 
 
@@ -38,7 +37,7 @@ def timed_scores(scorer_class, tokenizer, unedited, editor, stream, batch_size):
     return time.perf_counter() - start, [(r.edit_id, r.metric, r.value) for r in rows]
 
 
-def saved_editor(run: Path, loaded: Any) -> Editor:
+def saved_editor(run: Path, loaded: LoadedModel) -> Editor:
     """The editor of a method's run directory, rebuilt from its ``config.json`` and ``state/``."""
     config = json.loads((run / "config.json").read_text())
     spec = get_editor_spec(config["method"])
