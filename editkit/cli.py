@@ -32,6 +32,7 @@ def _common_options(func):
         click.option("--start", type=int, default=0, show_default=True, help="Skip this many requests first (e.g. a held-out slice)."),
         click.option("--shuffle/--no-shuffle", default=False, show_default=True, help="Take the first N of a --seed shuffle instead of file order."),
         click.option("--schedule", default="final", show_default=True, help="final | immediate | every:K | every:K,sample:S (score S evenly spaced requests)"),
+        click.option("--edits-per-step", type=int, default=1, show_default=True, help="Requests applied together in one edit step (Editor.edit_batch); part of the schedule."),
         click.option("--scorers", default="tf,gen", show_default=True, help="Comma list of tf, gen."),
         click.option("--model", default=None, help="HF model id or local path [default: the embedded SmolLM2-135M-Instruct]."),
         click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N"),
@@ -75,7 +76,7 @@ def _prepare(
     from editkit.evaluation.streams import check_fits_model, make_stream
     from editkit.models import context_length, load_model
 
-    schedule = Schedule.parse(opts["schedule"])
+    schedule = Schedule.parse(opts["schedule"], per_step=opts.get("edits_per_step", 1))
     scorers = parse_scorers(opts["scorers"])
     if opts["threads"] is not None:
         if opts["threads"] < 1:
@@ -100,6 +101,7 @@ def _prepare(
     check_fits_model(stream, requests, loaded.tokenizer, context_length(loaded.model), source)
     for spec, config in runs:
         editor = spec.build(loaded.model, loaded.tokenizer, config)  # e.g. a layer path that does not exist
+        editor.check_requests(stream.requests)  # e.g. a record without the subject the method needs
         if initial_state is not None:
             editor.load_state(initial_state)  # a corrupted state, or one of another model or config
             editor.reset()

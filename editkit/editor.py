@@ -165,6 +165,19 @@ class Editor(ABC):
     def edit(self, request: EditRequest) -> dict[str, Any]:
         """Apply one edit on top of all earlier ones; return its stats (iterations, loss, seconds...)."""
 
+    #: True when :meth:`edit_batch` solves a batch jointly (MEMIT, AlphaEdit) rather than one by one
+    batch_edits: ClassVar[bool] = False
+
+    def edit_batch(self, requests: Sequence[EditRequest]) -> list[dict[str, Any]]:
+        """Apply several edits as one step (``--edits-per-step``); one stats dict per request, in order.
+        The default applies them one by one with :meth:`edit`; a method that solves a batch jointly
+        overrides this and sets :attr:`batch_edits`."""
+        return [self.edit(request) for request in requests]
+
+    def check_requests(self, requests: Sequence[EditRequest]) -> None:
+        """Refuse, with an :class:`EditkitError` naming the record, a stream this method cannot edit
+        (e.g. one without subjects); called before the first edit. The default accepts every stream."""
+
     @abstractmethod
     def reset(self) -> None:
         """Forget every edit: afterwards the editor behaves exactly like the unedited model."""

@@ -6,3 +6,6 @@ from . import ft  # noqa: F401
 from . import grace  # noqa: F401
 from . import memoir  # noqa: F401
 from . import wise  # noqa: F401
+from . import rome  # noqa: F401
+from . import memit  # noqa: F401
+from . import alphaedit  # noqa: F401

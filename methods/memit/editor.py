@@ -1,0 +1,73 @@
+"""MEMIT (Meng et al., 2023): a batch of edits spread over a range of MLP output projections.
+
+v* is placed on the residual stream after the last edited block (``z*``). Going up the layers, each one takes
+its share of what is still missing there, ``R = (z* − z) / (layers left)``, and solves the least-squares
+problem that maps the batch's keys ``K`` to it while keeping generic keys in place:
+``ΔW = R Kᵀ (λ C + K Kᵀ)⁻¹`` with ``λ = mom2_update_weight`` (MEMIT Eq. 14). ``z`` is re-read after each
+layer's update, so a later layer only adds what the earlier ones did not achieve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Sequence
+
+import torch
+
+from editkit.easyedit import KeyTable
+from editkit.requests import EditRequest
+
+from ..locate import LocateConfig, LocateEditor
+from ..locate.values import read_at_subject
+
+
+@dataclass
+class MEMITConfig(LocateConfig):
+    """EasyEdit ``hparams/MEMIT/llama-7b.yaml`` (layers 4-8 of 32, scaled), with MEMIT's own context
+    templates (five of ten tokens)."""
+
+    layers: list[int] | None = None  # [4, 5, 6, 7, 8] of 32, scaled
+    v_num_grad_steps: int = 25
+    v_lr: float = 5e-1
+    v_weight_decay: float = 1e-3
+    clamp_norm_factor: float = 4.0
+    kl_factor: float = 0.0625
+    mom2_adjustment: bool = True
+    mom2_update_weight: float = 15000.0
+    context_template_length_params: list[list[int]] = field(default_factory=lambda: [[10, 5]])
+
+    easyedit_alg_names: ClassVar[tuple[str, ...]] = ("MEMIT",)
+    easyedit_keys: ClassVar[KeyTable] = LocateConfig.easyedit_keys
+
+
+class MEMITEditor(LocateEditor):
+    config_class = MEMITConfig
+    official_layers: ClassVar[tuple[int, ...]] = (4, 5, 6, 7, 8)
+    batch_edits: ClassVar[bool] = True
+
+    def value_module(self) -> str:
+        return f"{self.blocks_path}.{self.layers[-1]}"
+
+    def residual_now(self, requests: Sequence[EditRequest]) -> torch.Tensor:
+        """[n, d] residual stream after the last edited block, at each plain prompt's subject."""
+        texts, subjects = [r.prompt for r in requests], [r.subject for r in requests]
+        module = self.value_module()
+        return read_at_subject(self.model, self.tokenizer, texts, subjects, [module], "output")[module].double()
+
+    def update(self, requests: Sequence[EditRequest], values: torch.Tensor) -> None:
+        targets = values.double()
+        for i, path in enumerate(self.weight_paths):
+            keys = self.keys(requests, [path])[path].T  # [d_in, n]
+            residual = (targets - self.residual_now(requests)).T / (len(self.weight_paths) - i)  # [d, n]
+            self.add_to_weight(path, self.solve(i, path, keys, residual))
+        self.after_update(requests)
+
+    def solve(self, index: int, path: str, keys: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """ΔW [d_out, d_in] of layer ``index`` for keys [d_in, n] and residuals [d_out, n]."""
+        cfg: MEMITConfig = self.config
+        preserved = cfg.mom2_update_weight * self.mom2[path] if self.mom2 else torch.zeros_like(keys @ keys.T)
+        adjusted = torch.linalg.solve(preserved + keys @ keys.T, keys)  # [d_in, n]
+        return residual @ adjusted.T
+
+    def after_update(self, requests: Sequence[EditRequest]) -> None:
+        """Hook after every layer of a batch is updated (AlphaEdit accumulates the batch's keys)."""
