@@ -22,7 +22,7 @@ eigenvalues below ``nullspace_relative`` × the mean eigenvalue of that layer's 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 import torch
@@ -44,11 +44,9 @@ class AlphaEditConfig(MEMITConfig):
     clamp_norm_factor: float = 0.75
     v_lr: float = 1e-1
     v_weight_decay: float = 0.5
-    kl_factor: float = 0.0625
     nullspace_threshold: float | None = None  # absolute (the paper's 2e-2); None: nullspace_relative
     nullspace_relative: float = 1.0  # x the mean eigenvalue of C, when nullspace_threshold is None
     L2: float = 10.0
-    context_template_length_params: list[list[int]] = field(default_factory=lambda: [[10, 5]])
 
     easyedit_alg_names: ClassVar[tuple[str, ...]] = ("ALPHAEDIT",)
     easyedit_keys: ClassVar[KeyTable] = {**MEMITConfig.easyedit_keys, "nullspace_threshold": "nullspace_threshold", "L2": "L2"}

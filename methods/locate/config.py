@@ -41,7 +41,8 @@ SHARED_KEYS: KeyTable = {
 
 @dataclass
 class LocateConfig(EditorConfig):
-    """Shared fields; each method's subclass sets the official defaults (EasyEdit's LLaMA files).
+    """Shared fields, with the defaults of EasyEdit's ``hparams/MEMIT/llama-7b.yaml`` (ROME's LLaMA-3 file
+    has the same v* options); each method's subclass changes what its own file sets otherwise.
 
     ``layers``: the edited blocks (``None`` = the official ones of a 32-layer LLaMA, at the same relative
     depth of this model). ``module_template``: the edited Linear's path with ``{}`` for the layer (``None``

@@ -12,7 +12,7 @@ middle tier). An editor names the Linear modules it edits; this class
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from typing import ClassVar, Sequence
 
 import torch
 

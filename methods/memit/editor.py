@@ -9,12 +9,11 @@ layer's update, so a later layer only adds what the earlier ones did not achieve
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
 import torch
 
-from editkit.easyedit import KeyTable
 from editkit.requests import EditRequest
 
 from ..locate import LocateConfig, LocateEditor
@@ -24,20 +23,9 @@ from ..locate.values import read_at_subject
 @dataclass
 class MEMITConfig(LocateConfig):
     """EasyEdit ``hparams/MEMIT/llama-7b.yaml`` (layers 4-8 of 32, scaled), with MEMIT's own context
-    templates (five of ten tokens)."""
-
-    layers: list[int] | None = None  # [4, 5, 6, 7, 8] of 32, scaled
-    v_num_grad_steps: int = 25
-    v_lr: float = 5e-1
-    v_weight_decay: float = 1e-3
-    clamp_norm_factor: float = 4.0
-    kl_factor: float = 0.0625
-    mom2_adjustment: bool = True
-    mom2_update_weight: float = 15000.0
-    context_template_length_params: list[list[int]] = field(default_factory=lambda: [[10, 5]])
+    templates (five of ten tokens): LocateConfig's defaults are exactly these."""
 
     easyedit_alg_names: ClassVar[tuple[str, ...]] = ("MEMIT",)
-    easyedit_keys: ClassVar[KeyTable] = LocateConfig.easyedit_keys
 
 
 class MEMITEditor(LocateEditor):

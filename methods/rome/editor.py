@@ -14,7 +14,6 @@ from typing import ClassVar, Sequence
 
 import torch
 
-from editkit.easyedit import KeyTable
 from editkit.errors import ConfigError
 from editkit.requests import EditRequest
 
@@ -27,17 +26,10 @@ class ROMEConfig(LocateConfig):
     """EasyEdit ``hparams/ROME/llama3-8b.yaml`` (layer 5 of 32, scaled), with ``mom2_adjustment`` on as in
     the paper (that file turns it off, which makes ROME's update ``C``-free; ``--set rome.mom2_adjustment=false``)."""
 
-    layers: list[int] | None = None  # [5] of 32, scaled
-    v_num_grad_steps: int = 25
-    v_lr: float = 5e-1
-    v_weight_decay: float = 1e-3
-    clamp_norm_factor: float = 4.0
-    kl_factor: float = 0.0625
-    mom2_adjustment: bool = True
+    # the v* options are LocateConfig's (the same values in EasyEdit's ROME and MEMIT LLaMA files)
     context_template_length_params: list[list[int]] = field(default_factory=lambda: [[5, 10], [10, 10]])
 
     easyedit_alg_names: ClassVar[tuple[str, ...]] = ("ROME",)
-    easyedit_keys: ClassVar[KeyTable] = LocateConfig.easyedit_keys
 
     def __post_init__(self) -> None:
         super().__post_init__()
