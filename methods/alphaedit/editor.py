@@ -35,6 +35,10 @@ from editkit.requests import EditRequest
 from ..memit.editor import MEMITConfig, MEMITEditor
 
 CACHE_PREFIX = "edited_keys:"
+#: the official L2 of AlphaEdit's LLaMA-3-8B file and that model's MLP width. ``L2 · I`` is weighed against a
+#: key's ``K Kᵀ``, whose trace grows with the width at a given activation scale, so L2 is scaled by
+#: width / 14336 when None (1.07 for the default model's 1536)
+OFFICIAL_L2, OFFICIAL_MLP_WIDTH = 10.0, 14336
 
 
 @dataclass
@@ -46,7 +50,7 @@ class AlphaEditConfig(MEMITConfig):
     v_weight_decay: float = 0.5
     nullspace_threshold: float | None = None  # absolute (the paper's 2e-2); None: nullspace_relative
     nullspace_relative: float = 1.0  # x the mean eigenvalue of C, when nullspace_threshold is None
-    L2: float = 10.0
+    L2: float | None = None  # None: the official 10 (LLaMA-3-8B, MLP width 14336) x this MLP's width / 14336
 
     easyedit_alg_names: ClassVar[tuple[str, ...]] = ("ALPHAEDIT",)
     easyedit_keys: ClassVar[KeyTable] = {**MEMITConfig.easyedit_keys, "nullspace_threshold": "nullspace_threshold", "L2": "L2"}
@@ -57,8 +61,8 @@ class AlphaEditConfig(MEMITConfig):
             raise ConfigError(f"AlphaEdit nullspace_threshold must be None or a number > 0, not {self.nullspace_threshold!r}")
         if not (is_number(self.nullspace_relative) and self.nullspace_relative > 0):
             raise ConfigError(f"AlphaEdit nullspace_relative must be a number > 0, not {self.nullspace_relative!r}")
-        if not (is_number(self.L2) and self.L2 >= 0):
-            raise ConfigError(f"AlphaEdit L2 must be a number >= 0, not {self.L2!r}")
+        if self.L2 is not None and not (is_number(self.L2) and self.L2 >= 0):
+            raise ConfigError(f"AlphaEdit L2 must be None or a number >= 0, not {self.L2!r}")
         if not self.mom2_adjustment:
             raise ConfigError("AlphaEdit needs the second moments (its null space comes from them); mom2_adjustment must stay true")
 
@@ -96,7 +100,8 @@ class AlphaEditEditor(MEMITEditor):
                 f"the threshold); every update would be zero. Raise nullspace_threshold or nullspace_relative with --set"
             )
         identity = torch.eye(keys.shape[0], dtype=keys.dtype, device=keys.device)
-        system = projection @ (keys @ keys.T + self.edited_keys[path]) + cfg.L2 * identity
+        l2 = cfg.L2 if cfg.L2 is not None else OFFICIAL_L2 * keys.shape[0] / OFFICIAL_MLP_WIDTH
+        system = projection @ (keys @ keys.T + self.edited_keys[path]) + l2 * identity
         return torch.linalg.solve(system, projection @ keys @ residual.T).T
 
     def after_update(self, requests: Sequence[EditRequest]) -> None:

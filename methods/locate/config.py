@@ -48,7 +48,10 @@ class LocateConfig(EditorConfig):
     depth of this model). ``module_template``: the edited Linear's path with ``{}`` for the layer (``None``
     = the block's FFN output projection, found by name). ``mom2_samples``: generated texts the second
     moments are computed over (``methods/locate/corpus.py``; 128 tokens each). ``seed``: the context
-    templates' sampling seed.
+    templates' sampling seed. ``mom2_update_weight`` λ weighs the generic keys' ``C`` against the batch's
+    ``K Kᵀ``; a key's Mahalanobis norm ``kᵀC⁻¹k`` grows with the MLP width ``d``, so the share of an edit a
+    fixed λ lets through falls as ``d / λ``: the official 15000 (for LLaMA-7B, ``d`` = 11008) is scaled by
+    ``d / 11008`` when ``None`` (2093 for the default model's 1536).
     """
 
     layers: list[int] | None = None
@@ -59,7 +62,7 @@ class LocateConfig(EditorConfig):
     clamp_norm_factor: float = 4.0
     kl_factor: float = 0.0625
     mom2_adjustment: bool = True
-    mom2_update_weight: float = 15000.0
+    mom2_update_weight: float | None = None  # None: 15000 (LLaMA-7B's 11008-wide MLP) x this MLP's width / 11008
     mom2_samples: int = 200
     context_template_length_params: list[list[int]] = field(default_factory=lambda: [[10, 5]])
     seed: int = 0
@@ -80,7 +83,7 @@ class LocateConfig(EditorConfig):
             "v_weight_decay": is_number(self.v_weight_decay) and self.v_weight_decay >= 0,
             "clamp_norm_factor": is_number(self.clamp_norm_factor) and self.clamp_norm_factor > 0,
             "kl_factor": is_number(self.kl_factor) and self.kl_factor >= 0,
-            "mom2_update_weight": is_number(self.mom2_update_weight) and self.mom2_update_weight >= 0,
+            "mom2_update_weight": self.mom2_update_weight is None or (is_number(self.mom2_update_weight) and self.mom2_update_weight >= 0),
             "mom2_samples": is_integer(self.mom2_samples) and self.mom2_samples >= 1,
             "mom2_adjustment": isinstance(self.mom2_adjustment, bool),
             "seed": is_integer(self.seed),

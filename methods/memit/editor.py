@@ -20,6 +20,10 @@ from ..locate import LocateConfig, LocateEditor
 from ..locate.values import read_at_subject
 
 
+#: EasyEdit's MEMIT LLaMA-7B λ and that model's MLP width (the keys' dimension)
+OFFICIAL_MOM2_WEIGHT, OFFICIAL_MLP_WIDTH = 15000.0, 11008
+
+
 @dataclass
 class MEMITConfig(LocateConfig):
     """EasyEdit ``hparams/MEMIT/llama-7b.yaml`` (layers 4-8 of 32, scaled), with MEMIT's own context
@@ -52,10 +56,16 @@ class MEMITEditor(LocateEditor):
 
     def solve(self, index: int, path: str, keys: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """ΔW [d_out, d_in] of layer ``index`` for keys [d_in, n] and residuals [d_out, n]."""
-        cfg: MEMITConfig = self.config
-        preserved = cfg.mom2_update_weight * self.mom2[path] if self.mom2 else torch.zeros_like(keys @ keys.T)
+        preserved = self.mom2_weight(keys.shape[0]) * self.mom2[path] if self.mom2 else torch.zeros_like(keys @ keys.T)
         adjusted = torch.linalg.solve(preserved + keys @ keys.T, keys)  # [d_in, n]
         return residual @ adjusted.T
+
+    def mom2_weight(self, width: int) -> float:
+        """λ: the configured one, or the official 15000 scaled from LLaMA-7B's MLP width to ``width``."""
+        cfg: MEMITConfig = self.config
+        if cfg.mom2_update_weight is not None:
+            return cfg.mom2_update_weight
+        return OFFICIAL_MOM2_WEIGHT * width / OFFICIAL_MLP_WIDTH
 
     def after_update(self, requests: Sequence[EditRequest]) -> None:
         """Hook after every layer of a batch is updated (AlphaEdit accumulates the batch's keys)."""
