@@ -14,7 +14,7 @@ commands that use it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, distributions
 from typing import Any, Callable, Sequence, TypeVar
 
 from .editor import Editor, EditorConfig, check_required_fields
@@ -82,9 +82,16 @@ def register_editor(name: str, **defaults: Any) -> Callable[[E], E]:
 
 
 def _entry_points() -> dict[str, EntryPoint]:
+    """The group's entry points of every distribution on the path, the first to claim a name keeping it.
+
+    Every distribution is read, not one per project name as ``entry_points()`` does: a stale
+    ``editkit.egg-info`` left in a checkout (found first when Python runs from there) must not hide the
+    entry points of the installed editkit."""
     found: dict[str, EntryPoint] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(ep.name, ep)  # the first distribution to claim a name keeps it
+    for dist in distributions():
+        for ep in dist.entry_points:
+            if ep.group == ENTRY_POINT_GROUP:
+                found.setdefault(ep.name, ep)
     return found
 
 

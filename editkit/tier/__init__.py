@@ -8,8 +8,8 @@ its own maths (the way peft's ``BaseTuner``/``BaseTunerLayer`` carry what every 
 - :class:`FastPath`: the one "check the shortcut against the full forward once, then trust it" both use.
 """
 
-from .common import FastPath, require_tokens, target_positions
+from .common import FULL, FastPath, require_tokens, target_positions
 from .module_editor import ModuleEditor
 from .weight_editor import WeightEditor
 
-__all__ = ["FastPath", "ModuleEditor", "WeightEditor", "require_tokens", "target_positions"]
+__all__ = ["FULL", "FastPath", "ModuleEditor", "WeightEditor", "require_tokens", "target_positions"]

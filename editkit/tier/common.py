@@ -80,3 +80,11 @@ def require_tokens(request: EditRequest, prompt_tokens: int, target_tokens: int)
 def label(editor: object) -> str:
     """How messages name an editor: its registered name in capitals (``MEMOIR``, ``FT-L``)."""
     return (getattr(editor, "name", "") or type(editor).__name__).upper()
+
+
+def check_state_module(editor: object, metadata: Mapping[str, object], verb: str = "wraps") -> None:
+    """A saved state belongs to the module it was made at (``metadata["module"]``, as both tiers save it)."""
+    here = getattr(editor, "module_path")
+    module = metadata.get("module", here)
+    if module != here:
+        raise EditkitError(f"{label(editor)} state {verb} '{module}', but this editor {verb} '{here}'")

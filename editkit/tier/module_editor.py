@@ -21,7 +21,7 @@ from editkit.errors import EditkitError
 from editkit.partial import SplitForward
 from editkit.requests import EditRequest
 
-from .common import FastPath, label, require_tokens
+from .common import FastPath, check_state_module, label, require_tokens
 
 #: ``decide(module_input, module_output, prompt_mask)`` in the prefill pass
 Decide = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Any]
@@ -100,6 +100,4 @@ class ModuleEditor(Editor):
 
     def check_state_module(self, metadata: dict[str, Any]) -> None:
         """A saved state belongs to the module it was trained at."""
-        module = metadata.get("module", self.module_path)
-        if module != self.module_path:
-            raise EditkitError(f"{label(self)} state wraps '{module}', but this editor wraps '{self.module_path}'")
+        check_state_module(self, metadata)

@@ -20,7 +20,7 @@ from editkit.editor import Editor, EditorConfig
 from editkit.errors import ConfigError, EditkitError
 from editkit.layers import linear_weight_in_out, resolve_module
 
-from .common import label
+from .common import check_state_module, label
 
 HALF = (torch.float16, torch.bfloat16)
 
@@ -82,9 +82,7 @@ class WeightEditor(Editor):
         name = label(self)
         if set(tensors) != {"weight"}:
             raise EditkitError(f"{name} state must hold exactly one tensor 'weight', not {sorted(tensors)}")
-        module = metadata.get("module", self.module_path)
-        if module != self.module_path:
-            raise EditkitError(f"{name} state edits '{module}', but this editor edits '{self.module_path}'")
+        check_state_module(self, metadata, verb="edits")
         saved, weight = tensors["weight"], self.weight
         if saved.shape != weight.shape or saved.dtype != weight.dtype:
             raise EditkitError(

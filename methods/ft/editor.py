@@ -25,7 +25,7 @@ from editkit.batching import tokenize_pair
 from editkit.editor import _forward_params
 from editkit.partial import block_input, blocks_from, enclosing_block
 from editkit.requests import EditRequest
-from editkit.tier import FastPath, WeightEditor, require_tokens
+from editkit.tier import FULL, FastPath, WeightEditor, require_tokens
 
 from .config import FTConfig
 
@@ -89,7 +89,7 @@ class FTEditor(WeightEditor):
                 weight.requires_grad_(False)
                 weight.grad = None
         self.num_edits += 1
-        loop = UPPER if hidden is not None else "full"
+        loop = UPPER if hidden is not None else FULL
         return {"iterations": iterations, "loss": loss_value, "seconds": time.perf_counter() - start, "loop": loop}
 
     def _problem(self, request: EditRequest) -> _Problem:
@@ -135,7 +135,7 @@ class FTEditor(WeightEditor):
             return None
         hidden = block_input(self.model, self._blocks_path, self._block_index, {"input_ids": problem.input_ids, "use_cache": False})
         if hidden is None:
-            self.fast_path.mode = "full"
+            self.fast_path.mode = FULL
             return None
         mode = self.fast_path.choose(lambda: self._logits(problem, None), {UPPER: lambda: self._logits(problem, hidden)})
         return hidden if mode == UPPER else None

@@ -28,7 +28,7 @@ from editkit.editor import RoutingScores
 from editkit.errors import EditkitError
 from editkit.partial import frozen
 from editkit.requests import EditRequest
-from editkit.tier import ModuleEditor, target_positions
+from editkit.tier import FULL, ModuleEditor, target_positions
 
 from .codebook import Codebook
 from .config import OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS, GraceConfig
@@ -129,7 +129,7 @@ class GraceEditor(ModuleEditor):
             hidden = lower.block_out + change.to(lower.block_out.dtype)
             return self.split.upper_logits(hidden, batch.attention_mask, batch.position_ids, rows, cols)
 
-        loop = self.fast_path.choose(full_logits, {PADDED: short_logits}) if lower is not None else "full"
+        loop = self.fast_path.choose(full_logits, {PADDED: short_logits}) if lower is not None else FULL
         logits = short_logits if loop == PADDED else full_logits
         return (lambda: F.cross_entropy(logits().float(), targets)), loop
 

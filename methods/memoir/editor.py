@@ -50,7 +50,7 @@ from editkit.partial import LowerPart, PackedRows, frozen, lower_parts_match, mo
 from editkit.prefix_cache import lower_after_prefixes, prefix_states
 from editkit.prefixes import MAX_PREFIXES, context_prefixes, prefixed
 from editkit.requests import EditRequest
-from editkit.tier import ModuleEditor, target_positions
+from editkit.tier import FULL, ModuleEditor, target_positions
 
 from .config import OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS, MemoirConfig
 from .memory import ResidualMemory, Route
@@ -269,7 +269,7 @@ class MemoirEditor(ModuleEditor):
             logits = self._full_logits(batch, route)
             return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
 
-        return _LossFn(loss, mode="full")
+        return _LossFn(loss, mode=FULL)
 
     def _train(self, loss_fn: "_LossFn", mask: torch.Tensor) -> tuple[int, float, float]:
         """SGD on ``W_m`` as the official loop does it (clip, then weight decay, then the step).

@@ -34,7 +34,7 @@ from editkit.errors import EditkitError
 from editkit.partial import PackedRows, frozen
 from editkit.prefixes import context_prefixes, prefixed
 from editkit.requests import EditRequest
-from editkit.tier import ModuleEditor, target_positions
+from editkit.tier import FULL, ModuleEditor, target_positions
 
 from .config import OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS, WiseConfig
 from .merge import ties_merge
@@ -184,9 +184,12 @@ class WiseEditor(ModuleEditor):
             hidden = layout.pack(lower.block_out) + layout.pack(captured["change"]).to(lower.block_out.dtype)
             return self.split.upper_logits(hidden, None, layout.position_ids, torch.zeros_like(rows), layout.index[rows, cols])
 
-        loop = "full"
+        loop = FULL
         if lower is not None:  # the one-off check runs with a random non-zero side memory
-            probe = None if self.fast_path.checked else self.base + torch.randn(self.shape, generator=torch.Generator().manual_seed(1234)).to(self.device) * 0.05
+            probe = None
+            if not self.fast_path.checked:
+                noise = torch.randn(self.shape, generator=torch.Generator().manual_seed(1234)).to(self.device)
+                probe = self.base + noise * 0.05
             loop = self.fast_path.choose(lambda: full_logits(probe), {PACKED: lambda: short_logits(probe)})
         logits_of = short_logits if loop == PACKED else full_logits
 
