@@ -226,7 +226,7 @@ def test_config_overrides_from_strings():
     assert config.steps == 5 and isinstance(config.steps, int)
     config = config.override(layer="2", norm_constraint="0.1", objective="ft-l")
     assert (config.layer, config.norm_constraint, config.objective) == (2, 0.1, "ft-l")
-    assert config.override(layer="model.layers.1.mlp.down_proj").layer == "model.layers.1.mlp.down_proj"
+    assert FTConfig().override(layer="model.layers.1.mlp.down_proj").layer == "model.layers.1.mlp.down_proj"
     assert FTConfig(layer=2).override(norm_constraint="none").norm_constraint is None
     with pytest.raises(ConfigError, match="objective"):
         config.override(objective="xx")
