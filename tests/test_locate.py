@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import EDIT_REQUESTS, request_rows
+from conftest import request_rows
 
 from editkit import EditRequest
 from editkit.easyedit import config_overrides, read_hparams
@@ -20,6 +20,7 @@ from editkit.methods.locate import second_moments
 from editkit.methods.locate.stats import model_fingerprint
 from editkit.methods.locate.values import read_at_subject
 from editkit.registry import get_editor_spec
+from editkit.testing.plugin import EDIT_REQUESTS
 from editkit.testing import tiny_model_and_tokenizer
 
 FAST = {"mom2_samples": 8, "v_num_grad_steps": 4, "context_template_length_params": [[3, 2]]}
@@ -55,7 +56,7 @@ def test_cli_refuses_a_stream_without_subjects_before_writing(tiny_model_dir, tm
     data.write_text("".join(json.dumps(r) + "\n" for r in request_rows(3)))
     code, _, err = editkit_cli("run", "rome", "--model", tiny_model_dir, "--data", data, "--out", tmp_path / "o", "--threads", "1")
     lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1 and "edit request r0" in lines[0] and "subject" in lines[0], err
+    assert code == 2 and len(lines) == 1 and "'r0'" in lines[0] and "subject" in lines[0], err
     assert not (tmp_path / "o").exists()
 
 

@@ -1,9 +1,10 @@
 """AlphaEdit: MEMIT's update projected onto the null space of preserved knowledge."""
 
-from editkit.registry import register_editor
+from editkit.registry import EditorVariant
 
 from .editor import AlphaEditConfig, AlphaEditEditor
 
-register_editor("alphaedit")(AlphaEditEditor)
+#: the ``alphaedit`` entry point
+ALPHAEDIT = EditorVariant(AlphaEditEditor)
 
-__all__ = ["AlphaEditConfig", "AlphaEditEditor"]
+__all__ = ["ALPHAEDIT", "AlphaEditConfig", "AlphaEditEditor"]

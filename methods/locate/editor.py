@@ -40,6 +40,9 @@ class LocateEditor(WeightEditor):
     """Base of ROME, MEMIT and AlphaEdit."""
 
     config_class = LocateConfig
+    #: checked for the whole stream before the first edit (the subject's occurrence in the prompt too,
+    #: by :meth:`check_requests`)
+    required_fields: ClassVar[tuple[str, ...]] = ("subject",)
     #: the official layers (of a 32-layer LLaMA), used when ``config.layers`` is None
     official_layers: ClassVar[tuple[int, ...]] = ()
 

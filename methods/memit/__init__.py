@@ -1,9 +1,10 @@
 """MEMIT: mass editing of a batch of facts across a range of MLP output projections."""
 
-from editkit.registry import register_editor
+from editkit.registry import EditorVariant
 
 from .editor import MEMITConfig, MEMITEditor
 
-register_editor("memit")(MEMITEditor)
+#: the ``memit`` entry point
+MEMIT = EditorVariant(MEMITEditor)
 
-__all__ = ["MEMITConfig", "MEMITEditor"]
+__all__ = ["MEMIT", "MEMITConfig", "MEMITEditor"]

@@ -1,9 +1,10 @@
 """ROME: rank-one model editing of one MLP output projection."""
 
-from editkit.registry import register_editor
+from editkit.registry import EditorVariant
 
 from .editor import ROMEConfig, ROMEEditor
 
-register_editor("rome")(ROMEEditor)
+#: the ``rome`` entry point
+ROME = EditorVariant(ROMEEditor)
 
-__all__ = ["ROMEConfig", "ROMEEditor"]
+__all__ = ["ROME", "ROMEConfig", "ROMEEditor"]
