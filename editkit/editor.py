@@ -186,7 +186,7 @@ class Editor(ABC):
     def edit(self, request: EditRequest) -> dict[str, Any]:
         """Apply one edit on top of all earlier ones; return its stats (iterations, loss, seconds...)."""
 
-    #: True when :meth:`edit_batch` solves a batch jointly (MEMIT, AlphaEdit) rather than one by one
+    #: True when :meth:`edit_batch` solves a batch jointly rather than one by one
     batch_edits: ClassVar[bool] = False
 
     def edit_batch(self, requests: Sequence[EditRequest]) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ stream's requests (always including the first): the same requests for every meth
 and the sample size is in the schedule string stored with every number.
 
 ``edits-per-step:B`` (``--edits-per-step B``) applies the stream B requests at a time (``Editor.edit_batch``,
-AlphaEdit's protocol: 100 edits x 20 steps); it is part of the schedule string, so it is stored with every
+the protocol of the null-space editing papers: 100 edits x 20 steps); it is part of the schedule string, so it is stored with every
 number and named in every caption. Scoring happens only between steps, so ``every:K`` needs K a multiple of
 B, and ``immediate`` scores each step's edits right after that step.
 """
