@@ -16,9 +16,9 @@ from editkit import EditRequest
 from editkit.easyedit import config_overrides, read_hparams
 from editkit.errors import EditkitError
 from editkit.evaluation.schedules import Schedule
-from editkit.methods.locate import second_moments
-from editkit.methods.locate.stats import model_fingerprint
-from editkit.methods.locate.values import read_at_subject
+from editkit.locate import second_moments
+from editkit.locate.stats import model_fingerprint
+from editkit.locate.values import read_at_subject
 from editkit.registry import get_editor_spec
 from editkit.testing.plugin import EDIT_REQUESTS
 from editkit.testing import tiny_model_and_tokenizer

@@ -16,8 +16,8 @@ import torch
 
 from editkit.requests import EditRequest
 
-from ..locate import LocateConfig, LocateEditor
-from ..locate.values import read_at_subject
+from editkit.locate import LocateConfig, LocateEditor
+from editkit.locate.values import read_at_subject
 
 
 #: EasyEdit's MEMIT LLaMA-7B λ and that model's MLP width (the keys' dimension)

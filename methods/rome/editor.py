@@ -17,8 +17,8 @@ import torch
 from editkit.errors import ConfigError
 from editkit.requests import EditRequest
 
-from ..locate import LocateConfig, LocateEditor
-from ..locate.values import read_at_subject
+from editkit.locate import LocateConfig, LocateEditor
+from editkit.locate.values import read_at_subject
 
 
 @dataclass

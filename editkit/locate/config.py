@@ -18,7 +18,7 @@ def _module_template(value: Any, _hparams: Mapping[str, Any]) -> dict[str, Any]:
 
 
 #: EasyEdit keys every locate-then-edit method reads the same way; ``None``: known, not used by editkit
-#: (module names it finds itself, the statistics' source and size, which are its own, see methods/locate/stats.py)
+#: (module names it finds itself, the statistics' source and size, which are its own, see editkit/locate/stats.py)
 SHARED_KEYS: KeyTable = {
     "layers": "layers",
     "rewrite_module_tmp": _module_template,
@@ -47,7 +47,7 @@ class LocateConfig(EditorConfig):
     ``layers``: the edited blocks (``None`` = the official ones of a 32-layer LLaMA, at the same relative
     depth of this model). ``module_template``: the edited Linear's path with ``{}`` for the layer (``None``
     = the block's FFN output projection, found by name). ``mom2_samples``: generated texts the second
-    moments are computed over (``methods/locate/corpus.py``; 128 tokens each). ``seed``: the context
+    moments are computed over (``editkit/locate/corpus.py``; 128 tokens each). ``seed``: the context
     templates' sampling seed. ``mom2_update_weight`` λ weighs the generic keys' ``C`` against the batch's
     ``K Kᵀ``; a key's Mahalanobis norm ``kᵀC⁻¹k`` grows with the MLP width ``d``, so the share of an edit a
     fixed λ lets through falls as ``d / λ``: the official 15000 (for LLaMA-7B, ``d`` = 11008) is scaled by
