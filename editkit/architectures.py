@@ -192,6 +192,68 @@ def save_architecture(name: str, directory: str | Path, seed: int = 0, tokenizer
     return directory
 
 
+# ------------------------------------------------------------------------- the split forward, checked
+
+_CHECK_PROMPTS = ("The capital of France is", "Who wrote Hamlet? The author", "Q: colour of the sky? A:")
+_CHECK_TARGETS = (" Paris", " William Shakespeare", " blue")
+_CHECK_PREFIXES = ("Alpha beta gamma", "One two")
+
+
+def split_forward_differences(model: torch.nn.Module, tokenizer: Any, layer: int = 1) -> dict[str, float]:
+    """Max |logit| difference between the split forward (:mod:`editkit.partial`) and the model's own full
+    forward, with a random change added at block ``layer``'s FFN output: ``padded`` and ``packed`` rows, and
+    ``prefix`` (the prefix-cache lower pass against the plain one, at the module and block outputs);
+    ``additive`` is 1.0 where the block passes the change straight to its output (no post-FFN norm)."""
+    from .batching import encode
+    from .layers import down_proj_path, like_module_tensor
+    from .partial import PackedRows, SplitForward
+    from .prefix_cache import lower_after_prefixes, prefix_states
+
+    split = SplitForward(model, down_proj_path(model, layer))
+    if not split.possible:
+        raise ValueError(f"no split forward: {split.reason}")
+    batch = encode(tokenizer, list(_CHECK_PROMPTS), list(_CHECK_TARGETS))
+    rows, cols = torch.nonzero(batch.target_labels() != -100, as_tuple=True)
+    device = next(model.parameters()).device
+    batch, rows, cols = batch.to(device), rows.to(device), cols.to(device)
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        lower = split.lower(batch)
+        generator = torch.Generator().manual_seed(7)
+        delta = torch.randn(lower.module_out.shape, generator=generator).to(lower.module_out)
+        delta = delta * 0.5 * batch.attention_mask[..., None].to(delta.dtype)
+        handle = split.module.register_forward_hook(lambda _m, _a, o: o + like_module_tensor(delta, o))
+        try:
+            full = model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids, use_cache=False
+            ).logits[rows, cols]
+        finally:
+            handle.remove()
+        additive = split.output_is_additive(batch)
+        padded = split.edited_logits(lower, delta, additive, batch.attention_mask, batch.position_ids, rows, cols)
+        layout = PackedRows.of(batch)
+        packed = split.edited_logits(
+            layout.pack_lower(lower), layout.pack(delta), additive, None, layout.position_ids,
+            torch.zeros_like(rows), layout.index[rows, cols],
+        )  # fmt: skip
+        out["padded"] = float((padded.float() - full.float()).abs().max())
+        out["packed"] = float((packed.float() - full.float()).abs().max())
+        out["additive"] = float(additive)
+        texts = [_CHECK_PROMPTS[0], *(f"{p}. {_CHECK_PROMPTS[0]}" for p in _CHECK_PREFIXES)]
+        prefixed = encode(tokenizer, texts, [_CHECK_TARGETS[0]] * len(texts), device=device)
+        states = prefix_states(split, tokenizer, list(_CHECK_PREFIXES))
+        reused = None if states is None else lower_after_prefixes(split, prefixed, states, [None, *range(len(_CHECK_PREFIXES))])
+        if reused is None:
+            out["prefix"] = float("nan")
+        else:
+            plain, ok = split.lower(prefixed), prefixed.attention_mask.bool()
+            out["prefix"] = max(
+                float((getattr(reused, n)[ok].float() - getattr(plain, n)[ok].float()).abs().max())
+                for n in ("module_in", "module_out", "block_out")
+            )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m editkit.architectures DIR [NAME ...]``: save the named entries (all by default) under DIR."""
     import sys

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from editkit.architectures import ARCHITECTURES, SINGLE, build_architecture
+from editkit.architectures import ARCHITECTURES, SINGLE, build_architecture, split_forward_differences
 from editkit.batching import encode
 from editkit.checks import layer_module_path
 from editkit.errors import ConfigError
@@ -26,7 +26,6 @@ from editkit.layers import (
     tokens_3d,
 )
 from editkit.partial import PackedRows, SplitForward, mismatch
-from editkit.prefix_cache import lower_after_prefixes, prefix_states
 from editkit.testing import tiny_tokenizer
 
 EDITABLE = [name for name in ARCHITECTURES if ARCHITECTURES[name].kind != "moe"]
@@ -34,6 +33,23 @@ TOLERANCE = 1e-4
 LAYER = 1  # of 4: blocks below and above the edited one
 PROMPTS = ["The capital of France is", "Who wrote Hamlet? The author", "Q: colour of the sky? A:"]
 TARGETS = [" Paris", " William Shakespeare", " blue"]
+
+
+def _delta(shape: torch.Size, valid: torch.Tensor) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(7)
+    return torch.randn(shape, generator=generator) * 0.5 * valid[..., None]
+
+
+def _full_logits(model, split: SplitForward, batch, delta: torch.Tensor, rows, cols) -> torch.Tensor:
+    handle = split.module.register_forward_hook(lambda _m, _a, out: out + like_module_tensor(delta, out))
+    try:
+        with torch.no_grad():
+            logits = model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids, use_cache=False
+            ).logits
+    finally:
+        handle.remove()
+    return logits[rows, cols]
 
 
 @pytest.fixture(scope="module")
@@ -50,70 +66,9 @@ def model_of(name: str, tokenizer) -> torch.nn.Module:
     return _MODELS[name]
 
 
-def _delta(shape: torch.Size, valid: torch.Tensor) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(7)
-    return torch.randn(shape, generator=generator) * 0.5 * valid[..., None]
-
-
-def _full_logits(model, split: SplitForward, batch, delta: torch.Tensor, rows, cols) -> torch.Tensor:
-    handle = split.module.register_forward_hook(lambda _m, _a, out: out + like_module_tensor(delta, out))
-    try:
-        with torch.no_grad():
-            logits = model(
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-                position_ids=batch.position_ids,
-                use_cache=False,
-            ).logits
-    finally:
-        handle.remove()
-    return logits[rows, cols]
-
-
-def split_differences(model, tokenizer, layer: int = LAYER) -> dict[str, float]:
-    """Max |split - full| logit difference in every mode (also used by the matrix benchmark)."""
-    path = down_proj_path(model, layer)
-    split = SplitForward(model, path)
-    assert split.possible, split.reason
-    batch = encode(tokenizer, PROMPTS, TARGETS)
-    labels = batch.target_labels()
-    rows, cols = torch.nonzero(labels != -100, as_tuple=True)
-    valid = batch.attention_mask.bool()
-    out: dict[str, float] = {}
-    with torch.no_grad():
-        lower = split.lower(batch)
-        delta = _delta(lower.module_out.shape, valid)
-        full = _full_logits(model, split, batch, delta, rows, cols)
-        additive = split.output_is_additive(batch)
-        padded = split.edited_logits(lower, delta, additive, batch.attention_mask, batch.position_ids, rows, cols)
-        layout = PackedRows.of(batch)
-        packed = split.edited_logits(
-            layout.pack_lower(lower), layout.pack(delta), additive, None, layout.position_ids,
-            torch.zeros_like(rows), layout.index[rows, cols],
-        )  # fmt: skip
-        out["padded"] = float((padded - full).abs().max())
-        out["packed"] = float((packed - full).abs().max())
-        out["additive"] = float(additive)
-        # the prefix cache: request rows behind cached prefixes reproduce the plain lower pass
-        prefixes = ["Alpha beta gamma", "One two"]
-        rows_text = [PROMPTS[0], f"{prefixes[0]}. {PROMPTS[0]}", f"{prefixes[1]}. {PROMPTS[0]}"]
-        prefixed = encode(tokenizer, rows_text, [TARGETS[0]] * 3)
-        states = prefix_states(split, tokenizer, prefixes)
-        assert states is not None
-        reused = lower_after_prefixes(split, prefixed, states, [None, 0, 1])
-        assert reused is not None
-        plain = split.lower(prefixed)
-        ok = prefixed.attention_mask.bool()
-        out["prefix"] = max(
-            float((getattr(reused, n)[ok] - getattr(plain, n)[ok]).abs().max())
-            for n in ("module_in", "module_out", "block_out")
-        )
-    return out
-
-
 @pytest.mark.parametrize("name", EDITABLE)
 def test_split_forward_reproduces_the_full_forward(name, tokenizer):
-    diffs = split_differences(model_of(name, tokenizer), tokenizer)
+    diffs = split_forward_differences(model_of(name, tokenizer), tokenizer, LAYER)
     assert diffs["padded"] < TOLERANCE, diffs
     assert diffs["packed"] < TOLERANCE, diffs
     assert diffs["prefix"] < TOLERANCE, diffs
