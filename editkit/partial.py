@@ -324,24 +324,15 @@ class SplitForward:
         position_ids: torch.Tensor,
         rows: torch.Tensor,
         cols: torch.Tensor,
+        start: int | None = None,
     ) -> torch.Tensor:
-        """[K, V] logits at (rows, cols), running only the blocks above ``L`` on block ``L``'s output
-        ``hidden`` [B, T, D]. ``attention_mask`` None with one row of ``position_ids`` that restart: packed
-        rows (see :class:`PackedRows`)."""
+        """[K, V] logits at (rows, cols), running only the blocks from ``start`` on, on ``hidden`` [B, T, D]
+        entering block ``start``: by default ``L + 1`` (``hidden`` is block ``L``'s output, what an editor
+        that adds to the module's output trains); an editor that trains a weight inside block ``L`` passes
+        ``start=L`` and block ``L``'s input. ``attention_mask`` None with one row of ``position_ids`` that
+        restart: packed rows (see :class:`PackedRows`)."""
         assert self.block_index is not None
-        return self.logits_from_block(self.block_index + 1, hidden, attention_mask, position_ids, rows, cols)
-
-    def logits_from_block(
-        self,
-        start: int,
-        hidden: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        position_ids: torch.Tensor,
-        rows: torch.Tensor,
-        cols: torch.Tensor,
-    ) -> torch.Tensor:
-        """[K, V] logits at (rows, cols) from ``hidden`` [B, T, D] entering block ``start`` (an editor that
-        trains a weight inside block ``L`` starts at ``L``; one that adds to its output, at ``L + 1``)."""
+        start = self.block_index + 1 if start is None else start
         if self.reason is not None:
             raise EditkitError(f"no split forward on this model: {self.reason}")
         decoder = self.decoder()
@@ -392,13 +383,13 @@ class SplitForward:
         assert self.block_index is not None
         if additive:
             hidden = lower.block_out + delta.to(lower.block_out.dtype)
-            return self.logits_from_block(self.block_index + 1, hidden, attention_mask, position_ids, rows, cols)
+            return self.upper_logits(hidden, attention_mask, position_ids, rows, cols)
         if lower.block_in is None:
             raise EditkitError(f"block {self.block_index}'s input was not captured; use the plain lower pass")
         change = delta.to(lower.module_out.dtype)
         handle = self.module.register_forward_hook(lambda _m, _a, out: out + like_module_tensor(change, out))
         try:
-            return self.logits_from_block(self.block_index, lower.block_in, attention_mask, position_ids, rows, cols)
+            return self.upper_logits(lower.block_in, attention_mask, position_ids, rows, cols, start=self.block_index)
         finally:
             handle.remove()
 

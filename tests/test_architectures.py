@@ -40,16 +40,20 @@ def _delta(shape: torch.Size, valid: torch.Tensor) -> torch.Tensor:
     return torch.randn(shape, generator=generator) * 0.5 * valid[..., None]
 
 
-def _full_logits(model, split: SplitForward, batch, delta: torch.Tensor, rows, cols) -> torch.Tensor:
-    handle = split.module.register_forward_hook(lambda _m, _a, out: out + like_module_tensor(delta, out))
+def _forward_with_hook(model, module: torch.nn.Module, hook, batch) -> torch.Tensor:
+    """The model's own logits [B, T, V] with a forward hook on ``module``."""
+    handle = module.register_forward_hook(hook)
     try:
         with torch.no_grad():
-            logits = model(
+            return model(
                 input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids, use_cache=False
             ).logits
     finally:
         handle.remove()
-    return logits[rows, cols]
+
+
+def _full_logits(model, split: SplitForward, batch, delta: torch.Tensor, rows, cols) -> torch.Tensor:
+    return _forward_with_hook(model, split.module, lambda _m, _a, out: out + like_module_tensor(delta, out), batch)[rows, cols]
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +105,7 @@ def test_split_forward_from_the_first_block(tokenizer):
     with torch.no_grad():
         lower = split.lower(batch)
         full = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids).logits
-        short = split.logits_from_block(0, lower.block_in, batch.attention_mask, batch.position_ids, rows, cols)
+        short = split.upper_logits(lower.block_in, batch.attention_mask, batch.position_ids, rows, cols, start=0)
     assert mismatch(short, full[rows, cols]) is None
 
 
@@ -169,12 +173,7 @@ def test_tokens_3d_and_token_shape_on_flattened_ffn_inputs(tokenizer):
             seen["view"] = shape.view(args[0]).shape
             return like_module_tensor(shape.view(out) * 1.0, out)
 
-        handle = module.register_forward_hook(hook)
-        try:
-            with torch.no_grad():
-                model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-        finally:
-            handle.remove()
+        _forward_with_hook(model, module, hook, batch)
     b, t = batch.input_ids.shape
     assert seen["raw"][0] == b * t and seen["view"][:2] == (b, t)
     assert tokens_3d(torch.zeros(b * t, 3), (b, t)).shape == (b, t, 3)
@@ -192,12 +191,7 @@ def test_capture_survives_an_in_place_add_after_the_module(tokenizer):
     def hook(_m, _a, out):
         kept["alias"], kept["copy"], kept["value"] = out.detach(), capture(out), out.detach().clone()
 
-    handle = module.register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-    finally:
-        handle.remove()
+    _forward_with_hook(model, module, hook, batch)
     assert torch.equal(kept["copy"], kept["value"])
     assert not torch.equal(kept["alias"], kept["value"])  # the aliasing this guards against is real here
 
