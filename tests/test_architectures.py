@@ -25,7 +25,7 @@ from editkit.layers import (
     resolve_module,
     tokens_3d,
 )
-from editkit.partial import PackedRows, SplitForward, mismatch
+from editkit.partial import SplitForward, mismatch
 from editkit.testing import tiny_tokenizer
 
 EDITABLE = [name for name in ARCHITECTURES if ARCHITECTURES[name].kind != "moe"]
