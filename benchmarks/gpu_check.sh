@@ -13,7 +13,8 @@
 # a loss is not finite or a run failed.
 #
 # Environment: DEVICE (default cuda; DEVICE=cpu NUM_EDITS=2 SCORERS=tf is a dry run of the plumbing on a CPU),
-# NUM_EDITS (20), SCORERS (tf,gen), METHODS (memoir,ft,grace,wise), PYTHON (.venv/bin/python).
+# NUM_EDITS (20), SCORERS (tf,gen), METHODS (memoir,ft,grace,wise), MEMOIR_EDITS (5, the speed benchmark),
+# THREADS (torch CPU threads), PYTHON (.venv/bin/python).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -21,6 +22,9 @@ DEVICE=${DEVICE:-cuda}
 NUM_EDITS=${NUM_EDITS:-20}
 SCORERS=${SCORERS:-tf,gen}
 METHODS=${METHODS:-memoir,ft,grace,wise}
+MEMOIR_EDITS=${MEMOIR_EDITS:-5}
+threads=()
+[ -n "${THREADS:-}" ] && threads=(--threads "$THREADS")  # THREADS=1 for a CPU dry run on shared cores
 OUT=${1:-runs/gpu-check-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 status=0
@@ -41,10 +45,10 @@ if [ "$DEVICE" != cpu ] && ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torc
   exit 2
 fi
 
-common=(--methods "$METHODS" --num-edits "$NUM_EDITS" --scorers "$SCORERS" --dtype bfloat16 --no-progress --overwrite)
+common=(--methods "$METHODS" --num-edits "$NUM_EDITS" --scorers "$SCORERS" --dtype bfloat16 --no-progress --overwrite "${threads[@]}")
 step bf16 "$PYTHON" -m editkit.cli compare "${common[@]}" --device "$DEVICE" --out "$OUT/bf16"
-step memoir-speed-bf16 "$PYTHON" benchmarks/memoir_edit_speed.py --device "$DEVICE" --dtype bfloat16 --num-edits 5
-step memoir-speed-fp32 "$PYTHON" benchmarks/memoir_edit_speed.py --device "$DEVICE" --dtype float32 --num-edits 5
+step memoir-speed-bf16 "$PYTHON" benchmarks/memoir_edit_speed.py --device "$DEVICE" --dtype bfloat16 --num-edits "$MEMOIR_EDITS" "${threads[@]}"
+step memoir-speed-fp32 "$PYTHON" benchmarks/memoir_edit_speed.py --device "$DEVICE" --dtype float32 --num-edits "$MEMOIR_EDITS" "${threads[@]}"
 if [ "$DEVICE" != cpu ]; then
   step device-map "$PYTHON" -m editkit.cli compare "${common[@]}" --device-map auto --out "$OUT/device-map"
 else

@@ -158,6 +158,7 @@ def tokens_3d(x: torch.Tensor, token_shape: tuple[int, int]) -> torch.Tensor:
 def like_module_tensor(y: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """``y`` [B, T, ·] back in the layout of ``reference`` (the tensor the module saw: [B, T, ·] or
     [B·T, ·]), for a hook that computed on the [B, T, ·] view and must return the module's layout."""
+    y = y.to(reference.device)
     return y if reference.dim() == y.dim() else y.reshape(*reference.shape[:-1], y.shape[-1])
 
 

@@ -169,6 +169,7 @@ def _restricted(mask: Any, same: torch.Tensor) -> Any:
         return (causal & same)[None, None]
     if not isinstance(mask, torch.Tensor) or mask.dim() != 4 or tuple(mask.shape[-2:]) != tuple(same.shape):
         return mask
+    same = same.to(mask.device)
     if mask.dtype == torch.bool:
         return mask & same
     return mask.masked_fill(~same, torch.finfo(mask.dtype).min)
@@ -227,7 +228,10 @@ class SplitForward:
 
     def decoder(self) -> torch.nn.Module | None:
         get = getattr(self.model, "get_decoder", None)
-        decoder = get() if callable(get) else None
+        try:
+            decoder = get() if callable(get) else None
+        except Exception:  # noqa: BLE001 - transformers raises for the few models without a rule
+            return None
         return decoder if isinstance(decoder, torch.nn.Module) else None
 
     def module_io(self, batch: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -338,13 +342,16 @@ class SplitForward:
         decoder = self.decoder()
         embed = self.model.get_input_embeddings()
         width = getattr(embed, "embedding_dim", hidden.shape[-1])
-        placeholder = hidden.new_zeros((*hidden.shape[:-1], width)).detach()
+        # on the embedding's device: with a --device-map the blocks, and so ``hidden``, may sit elsewhere
+        weight = getattr(embed, "weight", None)
+        device = weight.device if isinstance(weight, torch.Tensor) else hidden.device
+        placeholder = torch.zeros((*hidden.shape[:-1], width), dtype=hidden.dtype, device=device)
         with self._from_block(start, hidden, position_ids, packed=attention_mask is None):
             out = decoder(
                 inputs_embeds=placeholder, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
             )
         final = out[0] if isinstance(out, tuple) else out.last_hidden_state
-        return self.head(final[rows, cols])
+        return self.head(final[rows.to(final.device), cols.to(final.device)])
 
     def output_is_additive(self, batch: PromptBatch | dict[str, Any]) -> bool:
         """Whether adding ``d`` to the module's output adds exactly ``d`` to block ``L``'s output (checked
@@ -426,10 +433,12 @@ def _mask_hook(block: torch.nn.Module, same: torch.Tensor) -> Any:
     index = _mask_argument_index(block)
 
     def hook(_module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+        hidden = args[0] if args else kwargs.get("hidden_states")
+        here = same.to(hidden.device) if isinstance(hidden, torch.Tensor) else same  # a --device-map block
         if "attention_mask" in kwargs or index is None or index >= len(args):
-            kwargs["attention_mask"] = _restricted(kwargs.get("attention_mask"), same)
+            kwargs["attention_mask"] = _restricted(kwargs.get("attention_mask"), here)
         else:
-            args = (*args[:index], _restricted(args[index], same), *args[index + 1 :])
+            args = (*args[:index], _restricted(args[index], here), *args[index + 1 :])
         return args, kwargs
 
     return hook
