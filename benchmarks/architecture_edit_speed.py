@@ -1,13 +1,15 @@
 """Seconds per edit of memory editors on tiny architectures, with the split forward of a reference commit
 ("before") and of this checkout ("after"), in one process on the same model and requests.
 
-    python benchmarks/architecture_edit_speed.py [--archs gpt2,gemma2] [--methods memoir,wise]
+    python benchmarks/architecture_edit_speed.py [--archs gpt2,gemma2,default] [--methods memoir,wise]
                                                  [--num-edits 2] [--before main] [--threads 1]
 
 "before" loads ``editkit/partial.py`` and ``editkit/prefix_cache.py`` as they are at git revision
 ``--before`` and gives them to the editors in place of the current ones (the methods are the same code in both columns, so the difference is the split
 forward alone). Each architecture is built by :mod:`editkit.architectures` with the default model's
-tokenizer (a 49K vocabulary, like a real checkpoint). Prints which loop each editor ended up using: an
+tokenizer (a 49K vocabulary, like a real checkpoint); ``default`` is the default model itself. The last
+column is the largest difference between the two columns' final edit losses (0 where the split forward
+changed nothing the edit computes). Prints which loop each editor ended up using: an
 editor that cannot reproduce the full forward with the shortcut falls back to the full forward, which is
 what makes "before" slow.
 """
@@ -27,6 +29,7 @@ import torch
 
 from editkit.architectures import build_architecture, default_tokenizer
 from editkit.data import load_requests
+from editkit.models import load_model
 from editkit.prefixes import context_prefixes
 from editkit.registry import get_editor_spec
 
@@ -64,7 +67,7 @@ def loop_of(editor: object, stats: dict) -> str:
     return "fast" if fast else "full"
 
 
-def run(method: str, model: torch.nn.Module, tokenizer, requests, names: dict[str, object]) -> tuple[float, list[str]]:
+def run(method: str, model: torch.nn.Module, tokenizer, requests, names: dict[str, object]) -> tuple[float, list[str], list[float]]:
     """Edit ``requests`` with a fresh ``method`` editor whose module uses ``names`` (split forward, prefix
     cache) in place of its own imports of them."""
     spec = get_editor_spec(method)
@@ -74,17 +77,18 @@ def run(method: str, model: torch.nn.Module, tokenizer, requests, names: dict[st
         setattr(module, key, names[key])
     try:
         editor = spec.build(model, tokenizer, spec.make_config())
-        seconds, loops = [], []
+        seconds, loops, losses = [], [], []
         for request in requests:
             start = time.perf_counter()
             stats = editor.edit(request)
             seconds.append(time.perf_counter() - start)
             loops.append(loop_of(editor, stats))
+            losses.append(float(stats.get("loss", float("nan"))))
         editor.reset()
     finally:
         for key, value in swapped.items():
             setattr(module, key, value)
-    return statistics.median(seconds), loops
+    return statistics.median(seconds), loops, losses
 
 
 def _failure(exc: BaseException) -> str:
@@ -97,13 +101,14 @@ def _failure(exc: BaseException) -> str:
     return f"{where}: {type(exc).__name__}: {message}"
 
 
-def timed(method: str, model: torch.nn.Module, tokenizer, requests, names: dict[str, object]) -> tuple[str, str]:
-    """Median seconds per edit and the loops, as table cells (the failure where an edit raises)."""
+def timed(method: str, model: torch.nn.Module, tokenizer, requests, names: dict[str, object]) -> tuple[str, str, list[float]]:
+    """Median seconds per edit and the loops, as table cells (the failure where an edit raises), and the
+    final loss of every edit."""
     try:
-        seconds, loops = run(method, model, tokenizer, requests, names)
+        seconds, loops, losses = run(method, model, tokenizer, requests, names)
     except Exception as exc:  # noqa: BLE001 - reported in the table, the next cell still runs
-        return "error", _failure(exc)
-    return f"{seconds:.2f}", ",".join(loops)
+        return "error", _failure(exc), []
+    return f"{seconds:.2f}", ",".join(loops), losses
 
 
 def main() -> None:
@@ -117,20 +122,25 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     after = current()
     before = modules_at(args.before) if args.before != "none" else None
-    tokenizer = default_tokenizer()
+    default = default_tokenizer()
     requests = load_requests("default")[: args.num_edits]
-    print(f"| architecture | method | before ({args.before}) s/edit | loops | after s/edit | loops | ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"| model | method | before ({args.before}) s/edit | loops | after s/edit | loops | ratio | max loss diff |")
+    print("|---|---|---|---|---|---|---|---|")
     for arch in args.archs.split(","):
-        model = build_architecture(arch, tokenizer)
+        if arch == "default":  # the default model itself (the README's numbers must not move)
+            loaded = load_model(None, device="cpu")
+            model, tokenizer = loaded.model, loaded.tokenizer
+        else:
+            model, tokenizer = build_architecture(arch, default), default
         model.requires_grad_(False)
         context_prefixes(model, tokenizer)  # generated once per model (cached): not part of either column
         for method in args.methods.split(","):
-            t_after, l_after = timed(method, model, tokenizer, requests, after)
-            t_before, l_before = ("-", "-") if before is None else timed(method, model, tokenizer, requests, before)
+            t_after, l_after, loss_after = timed(method, model, tokenizer, requests, after)
+            t_before, l_before, loss_before = ("-", "-", []) if before is None else timed(method, model, tokenizer, requests, before)
+            gap = max((abs(a - b) for a, b in zip(loss_after, loss_before)), default=float("nan"))
             numbers = t_before.replace(".", "", 1).isdigit() and t_after.replace(".", "", 1).isdigit() and float(t_after) > 0
             ratio = f"{float(t_before) / float(t_after):.1f}x" if numbers else "-"
-            print(f"| {arch} | {method} | {t_before} | {l_before} | {t_after} | {l_after} | {ratio} |", flush=True)
+            print(f"| {arch} | {method} | {t_before} | {l_before} | {t_after} | {l_after} | {ratio} | {gap:.2e} |", flush=True)
 
 
 if __name__ == "__main__":
