@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from editkit.errors import EditkitError
 from editkit.evaluation.harness import check_finite_losses
@@ -27,9 +28,12 @@ def test_finite_and_non_loss_fields_pass():
     check_finite_losses("memoir", 1, "a", {"loss": 0.5, "seconds": math.nan, "loop": "packed", "ok": True})
 
 
-def test_float16_ft_run_stops_before_writing_the_bad_edit(tmp_path):
-    """FT on a tiny float16 model overflows at its first edit: exit 2, one line, no NaN row on disk."""
+def test_float16_overflow_stops_the_run_before_writing_the_bad_edit(tmp_path):
+    """A tiny model whose logits overflow float16 (its LM head scaled up; every weight still fits float16):
+    the first edit's loss is NaN, so the run stops with exit 2 and one line, and no NaN row is on disk."""
     model, tokenizer = tiny_model_and_tokenizer()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(1e5)  # |w| ~ 2e4 < 65504, but the logits reach ~1e5: inf in float16
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
     out = tmp_path / "run"
