@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,12 +152,12 @@ def save_checkpoint(directory: Path, step: int, editor: Any, files: Mapping[str,
     state's files and ``files`` (what :meth:`RunWriter.sync` says each row file holds); older states go."""
     if complete:
         state = directory / STATE
-        editor.save_state(state)
+        _save_state(editor, state)
     else:
         state = directory / CHECKPOINTS / f"step-{step}"
         tmp = state.with_name(state.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        editor.save_state(tmp)
+        _save_state(editor, tmp)
         shutil.rmtree(state, ignore_errors=True)
         os.replace(tmp, state)
     record = {
@@ -172,6 +173,21 @@ def save_checkpoint(directory: Path, step: int, editor: Any, files: Mapping[str,
             shutil.rmtree(old, ignore_errors=True)
     if complete:
         shutil.rmtree(directory / CHECKPOINTS, ignore_errors=True)
+
+
+def _save_state(editor: Any, directory: Path) -> None:
+    """``editor.save_state``, with a storage failure as the OSError it is: safetensors reports a full disk
+    as its own error type, with the errno only in the text."""
+    try:
+        editor.save_state(directory)
+    except OSError:
+        raise
+    except Exception as exc:
+        found = re.search(r"os error (\d+)", str(exc))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(directory)) from exc
 
 
 # ----------------------------------------------------------------------------------- resuming a run
