@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import pytest
 from conftest import request_rows
+from test_resume import KILLER  # the real command line, SIGKILLed after the KILL_AFTER-th edit row
 
 from editkit.cli import main
 from editkit.evaluation import store
@@ -28,25 +29,6 @@ from editkit.evaluation.validation import check_config_values, value_range
 from editkit.hashing import sha256_file
 
 NUM_EDITS = 6
-
-# The real command line, killed with SIGKILL right after the KILL_AFTER-th edit row, leaving a torn row.
-KILLER = """
-import os, signal, sys
-from editkit.evaluation import store
-original = store.RunWriter.edit
-written = []
-def edit(self, *args, **kwargs):
-    original(self, *args, **kwargs)
-    written.append(1)
-    if len(written) == int(os.environ["KILL_AFTER"]):
-        with open(self.directory / "results.jsonl", "a") as handle:
-            handle.write('{"method": "torn')
-        os.kill(os.getpid(), signal.SIGKILL)
-store.RunWriter.edit = edit
-from editkit.cli import main
-main(sys.argv[1:])
-"""
-
 
 def snapshot(root: Path) -> dict[str, Any]:
     """Every entry below ``root`` (not following symlinks): a file's bytes, a symlink's target, a directory.
