@@ -6,7 +6,6 @@ validated before anything is written, and results are appended as they are produ
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass

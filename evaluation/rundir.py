@@ -69,11 +69,16 @@ def owned_paths(root: Path) -> set[str]:
     marker = root / MARKER
     try:
         data = json.loads(marker.read_text(encoding="utf-8"))
-        if data.get("format") != _FORMAT or not all(isinstance(p, str) for p in data["owned"]):
-            raise ValueError
+        if data.get("format") != _FORMAT or not all(isinstance(p, str) and _inside(p) for p in data["owned"]):
+            raise ValueError  # a path out of the run directory (../x, /x) would let --overwrite remove it
         return set(data["owned"])
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise EditkitError(f"{marker}: not a run marker editkit wrote; remove the directory yourself or choose another --out") from None
+
+
+def _inside(rel: str) -> bool:
+    parts = rel.removesuffix("/").split("/")
+    return not rel.startswith("/") and all(part not in ("", ".", "..") for part in parts) and rel not in _ALWAYS_OWNED
 
 
 def _write_marker(root: Path, owned: set[str]) -> None:

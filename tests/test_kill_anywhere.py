@@ -16,7 +16,6 @@ import signal
 from pathlib import Path
 from typing import Callable
 
-import pytest
 from conftest import request_rows
 
 import editkit.editor

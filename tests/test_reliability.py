@@ -434,3 +434,20 @@ def test_the_lock_refusal_names_resume(capsys, copy, killed):
     finally:
         lock.release()
     assert not (out / LOCK).exists()
+
+
+def test_a_forged_marker_cannot_reach_out_of_the_run(capsys, copy, finished, tiny_model_dir, data_file, tmp_path):
+    out = copy(finished)
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep")
+    marker = out / MARKER
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "owned": ["../precious.txt"]}))
+    assert "not a run marker editkit wrote" in refused(capsys, _run(out, tiny_model_dir, data_file, "none", "--overwrite"), out, outside)
+
+
+def test_overwrite_after_a_report(tmp_path, tiny_model_dir, data_file):
+    out = tmp_path / "out"
+    main(_run(out, tiny_model_dir, data_file, "none", "--report", "--num-edits", "2"))
+    assert (out / "report" / "table.md").is_file()
+    main(_run(out, tiny_model_dir, data_file, "none", "--overwrite", "--num-edits", "2"))
+    assert not (out / "report").exists() and (out / "summary.json").is_file()
