@@ -7,11 +7,14 @@ in a fraction of a second.
 
 Every run records which weights it edited (``weights_sha256``):
 
-- a local model directory, a converted one (the default model, a local ``.gguf``) or a hub id: the sha256 of
-  the weight files loaded, computed at every load (about one extra read of the weights, ~1 s per 500 MB;
-  sharded weights hash the ``sha256sum``-style listing of the shards). The ``editkit.json`` of a conversion
-  records the hash too, but it is not trusted: a manifest copied along with re-saved weights would name
-  other weights, and a stale remembered hash is worse than a slow one (``--resume`` compares it);
+- converted models (the default one, a local ``.gguf``): the sha256 of the converted safetensors file,
+  computed once at conversion and read back from the cache entry's ``editkit.json``, but only while the
+  size and modification time it recorded of each weight file are those of the files loaded: a manifest
+  copied along with re-saved weights names other weights, and is not trusted (the files are hashed);
+- a local model directory or a hub id: the sha256 of its weight files, computed at every load (about one
+  extra read of the weights; sharded weights hash the ``sha256sum``-style listing of the shards), because a
+  user's directory can change between runs and a stale remembered hash would be worse than a slow one
+  (``--resume`` compares it);
 - ``None`` only when no weight file can be found (a hub model whose cached files cannot be located).
 
 Only safe formats are read: safetensors when present, otherwise ``.bin`` files, which transformers 5 opens
@@ -37,7 +40,7 @@ from typing import Any, Callable
 import torch
 
 from editkit.errors import EditkitError, first_line as _first_line
-from editkit.hashing import sha256_file
+from editkit.hashing import loaded_weights_sha256, sha256_file, weights_fingerprint, weights_sha256  # noqa: F401 (re-exported)
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 #: names that select :data:`DEFAULT_MODEL` (besides ``None`` and the empty string)
@@ -145,6 +148,7 @@ def _convert_gguf(gguf: Path, dest: Path, source: dict[str, Any]) -> None:
     manifest = {
         **source,
         "weights_sha256": weights_sha256(dest),
+        "weights_files": weights_fingerprint(dest),  # what the hash is trusted for (see hashing.py)
         "transformers_version": transformers.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -211,18 +215,6 @@ def _ensure_gguf_converted(gguf: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------- hashing
-
-
-def weights_sha256(directory: Path) -> str | None:
-    """sha256 of the weight file ``from_pretrained`` reads (checkable with ``sha256sum``); for sharded
-    weights, of the ``"<sha256>  <name>\\n"`` listing of the shards in name order; None if there are none."""
-    files = sorted(directory.glob("*.safetensors")) or sorted(directory.glob("pytorch_model*.bin"))
-    if not files:
-        return None
-    if len(files) == 1:
-        return sha256_file(files[0])
-    listing = "".join(f"{sha256_file(f)}  {f.name}\n" for f in files)
-    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def _hub_snapshot(model_id: str) -> Path | None:
@@ -331,9 +323,8 @@ def load_model(
 
     if directory is not None:
         model, tokenizer = _from_pretrained(directory, torch_dtype, trust_remote_code, f"could not load model '{name}'")
-        # hashed from the files just loaded, never taken from a manifest: an editkit.json copied along with
-        # re-saved weights would name weights that are not the ones edited (about 1 s per 500 MB)
-        sha = weights_sha256(directory)
+        # the manifest's hash only if it fingerprinted these very files; else hashed now (~1 s per 500 MB)
+        sha = loaded_weights_sha256(directory, _manifest(directory))
     else:
         failure = f"model '{name}' is not a local directory and could not be loaded from the Hugging Face hub (offline?)"
         model, tokenizer = _from_pretrained(name, torch_dtype, trust_remote_code, failure)

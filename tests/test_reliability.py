@@ -201,12 +201,19 @@ def test_resume_refuses_replaced_weights(capsys, copy, killed, tiny_model_dir, t
 
 
 def test_a_stale_manifest_is_not_the_weights_hash(tmp_path, tiny_model_dir, data_file):
+    from editkit.hashing import weights_fingerprint
+    from editkit.testing import tiny_model_and_tokenizer
+
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
-    (model / "editkit.json").write_text(json.dumps({"weights_sha256": "0" * 64}))  # copied from another model
+    # the manifest of a conversion, copied along with the model directory (its fingerprint still matches)
+    manifest = {"weights_sha256": sha256_file(model / "model.safetensors"), "weights_files": weights_fingerprint(model)}
+    (model / "editkit.json").write_text(json.dumps(manifest))
+    tiny_model_and_tokenizer(seed=1)[0].save_pretrained(model)  # then the weights are re-saved
     out = tmp_path / "out"
     main(["run", "none", "--model", str(model), "--data", str(data_file), "--num-edits", "1", "--out", str(out), "--no-progress"])
-    assert json.loads((out / "config.json").read_text())["model"]["weights_sha256"] == sha256_file(model / "model.safetensors")
+    recorded = json.loads((out / "config.json").read_text())["model"]["weights_sha256"]
+    assert recorded == sha256_file(model / "model.safetensors") != manifest["weights_sha256"]
 
 
 # ------------------------------------------------------------------- 4. checkpoints and rows verified on resume
