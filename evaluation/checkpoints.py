@@ -13,7 +13,6 @@ from step S + 1: the finished run has every row exactly once, as an uninterrupte
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,7 +24,7 @@ from typing import Any, Mapping, Sequence
 from editkit.errors import EditkitError
 from editkit.hashing import sha256_file
 
-from .store import CHECKPOINT, CHECKPOINTS, CONFIG, JSONL_FILES, RESULTS, STATE, RunLock, open_for_resume, write_json_atomic
+from .store import CHECKPOINT, CHECKPOINTS, CONFIG, JSONL_FILES, RESULTS, STATE, RunLock, digest_prefix, open_for_resume, write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -110,10 +109,11 @@ def _check_rows(file: Path, mark: Mapping[str, Any] | None, step: int, complete:
     kept = mark["bytes"] if mark is not None else 0
     if size < kept:
         raise EditkitError(f"{file}: has lost rows: {size} bytes, but {kept} ({mark['rows']} rows) at the checkpoint of step {step}; cannot resume")
+    digest, rows, _ = digest_prefix(file, kept)
     with open(file, "rb") as handle:
-        head = handle.read(kept)
-        tail = handle.read()
-    if mark is not None and (hashlib.sha256(head).hexdigest() != mark["sha256"] or head.count(b"\n") != mark["rows"]):
+        handle.seek(kept)
+        tail = handle.read()  # the rows of one checkpoint interval at most
+    if mark is not None and (digest.hexdigest() != mark["sha256"] or rows != mark["rows"]):
         raise EditkitError(f"{file}: rows up to step {step} are not those its checkpoint recorded (missing or changed); cannot resume")
     lines = tail.split(b"\n")
     for number, line in enumerate(lines[:-1], start=mark["rows"] + 1 if mark is not None else 1):  # lines[-1]: torn or empty

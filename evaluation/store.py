@@ -241,6 +241,20 @@ def _try_lock(fd: int) -> str | None:
     return None
 
 
+def digest_prefix(path: Path, size: int) -> tuple[Any, int, int]:
+    """(sha256 object, newline count, bytes read) of the first ``size`` bytes of ``path``, read in blocks."""
+    digest, rows, done = hashlib.sha256(), 0, 0
+    with open(path, "rb") as handle:
+        while done < size:
+            block = handle.read(min(1 << 20, size - done))
+            if not block:
+                break
+            digest.update(block)
+            rows += block.count(b"\n")
+            done += len(block)
+    return digest, rows, done
+
+
 class _RowFile:
     """One append-only JSONL file of a run and what it holds so far (rows, bytes, sha256): a checkpoint
     records these, so a resume can tell a complete prefix from one with rows lost or altered."""
@@ -250,9 +264,7 @@ class _RowFile:
         self.digest = hashlib.sha256()
         self.rows = self.bytes = 0
         if path.is_file():  # a resumed run: the rows kept up to its checkpoint
-            data = path.read_bytes()
-            self.digest.update(data)
-            self.rows, self.bytes = data.count(b"\n"), len(data)
+            self.digest, self.rows, self.bytes = digest_prefix(path, path.stat().st_size)
         self.handle = open(path, "ab")
 
     def write(self, rows: Iterable[dict[str, Any]], sync: bool = False) -> None:
