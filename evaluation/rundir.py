@@ -127,7 +127,7 @@ def claim(directory: Path, *names: str) -> None:
 
 def _owns(owned: set[str], rel: str) -> bool:
     """Whether a claimed path covers ``rel``: the path itself, its temp file, or a claimed sub-directory above it."""
-    if rel in _ALWAYS_OWNED or rel in owned or rel.removesuffix(".tmp") in owned:
+    if rel.removesuffix(".tmp") in _ALWAYS_OWNED or rel in owned or rel.removesuffix(".tmp") in owned:
         return True
     parts = rel.split("/")
     for i in range(1, len(parts) + 1):
@@ -189,7 +189,8 @@ def clear(root: Path) -> None:
                 shutil.rmtree(target)
             elif target.exists() or target.is_symlink():
                 target.unlink()
-    for rel in sorted({str(Path(p.rstrip("/")).parent) for p in owned} - {"."}, key=lambda p: -p.count("/")):
+    parents = {str(parent) for p in owned for parent in Path(p.rstrip("/")).parents} - {"."}
+    for rel in sorted(parents, key=lambda p: -p.count("/")):
         with contextlib.suppress(OSError):  # a method directory, now empty (an empty one is never foreign)
             (root / rel).rmdir()
     _write_marker(root, set())
