@@ -13,6 +13,8 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -61,36 +63,80 @@ def _hooks(on_event: Callable[[str, Callable[[], None]], None]) -> list[tuple[ob
     return [(store._RowFile, "write", write), (os, "replace", rename), (editkit.editor, "save_file", save)]
 
 
-def _count_events(monkeypatch, argv: list[str]) -> int:
-    events = []
-    with monkeypatch.context() as patch:
-        for owner, name, value in _hooks(lambda kind, half: events.append(kind)):
-            patch.setattr(owner, name, value)
+def _count_events(argv: list[str]) -> int:
+    events: list[str] = []
+    patches = _hooks(lambda kind, half: events.append(kind))
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+    for owner, name, value in patches:
+        setattr(owner, name, value)
+    try:
         main(argv)
+    finally:
+        for owner, name, value in saved:
+            setattr(owner, name, value)
     return len(events)
 
 
-def _killed_at(argv: list[str], event: int, torn: bool) -> int:
-    """Run ``argv`` in a forked child killed by SIGKILL at its ``event``-th write; return the wait status."""
+def _in_child(work: Callable[[], None], on_event: Callable[[str, Callable[[], None]], None] | None = None) -> int:
+    """Run ``work`` in a forked child (with the write hooks reporting to ``on_event``); its wait status."""
     pid = os.fork()
-    if pid == 0:  # the child: the real command line, killed at the chosen write
+    if pid == 0:
+        code = 0
         try:
-            seen = [0]
-
-            def on_event(kind: str, half: Callable[[], None]) -> None:
-                seen[0] += 1
-                if seen[0] == event:
-                    if torn:
-                        half()
-                    os.kill(os.getpid(), signal.SIGKILL)
-
-            for owner, name, value in _hooks(on_event):
-                setattr(owner, name, value)
-            main(argv)
+            if on_event is not None:
+                for owner, name, value in _hooks(on_event):
+                    setattr(owner, name, value)
+            work()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            code = 1
         finally:
-            os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    return status
+            os._exit(code)
+    return os.waitpid(pid, 0)[1]
+
+
+def _kill_at(event: int, torn: bool) -> Callable[[str, Callable[[], None]], None]:
+    seen = [0]
+
+    def on_event(kind: str, half: Callable[[], None]) -> None:
+        seen[0] += 1
+        if seen[0] == event:
+            if torn:
+                half()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return on_event
+
+
+def zygote(spec: dict) -> None:
+    """The trials, in a process of their own (started by the test): the uninterrupted run, then per seed a
+    forked child killed at the drawn write and a forked child that resumes it; what happened goes to
+    ``spec["report"]`` as JSON."""
+    model, data, root = spec["model"], spec["data"], Path(spec["root"])
+    total = _count_events(_argv(root / "whole", model, data))
+    trials = []
+    for seed in spec["seeds"]:
+        rng = random.Random(seed)
+        event, torn = rng.randint(1, total), rng.random() < 0.5
+        out = root / f"killed-{seed}"
+        argv = _argv(out, model, data)
+        killed = _in_child(lambda: main(argv), _kill_at(event, torn))
+        if (out / "invocation.json").is_file():
+            again = ["compare", "--resume", str(out)]
+        else:  # killed before the run was recorded: nothing to resume, the same command starts it again
+            again = [*argv, *(["--overwrite"] if out.exists() else [])]
+        resumed = _in_child(lambda: main(again))
+        trials.append({"seed": seed, "event": event, "total": total, "torn": torn, "killed": killed, "resumed": resumed})
+    Path(spec["report"]).write_text(json.dumps(trials))
+
+
+ZYGOTE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import test_kill_anywhere
+test_kill_anywhere.zygote(json.loads(sys.argv[2]))
+"""
 
 
 def _seeds() -> list[int]:
@@ -101,31 +147,28 @@ def _seeds() -> list[int]:
     return [base + i for i in range(TRIALS)]
 
 
-def test_killed_anywhere_and_resumed_is_byte_identical(tmp_path, tiny_model_dir, monkeypatch, capsys):
+def test_killed_anywhere_and_resumed_is_byte_identical(tmp_path, tiny_model_dir):
     data = tmp_path / "edits.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in request_rows(4)))
+    seeds = _seeds()
+    print(f"kill seeds: {','.join(map(str, seeds))} (replay: EDITKIT_KILL_SEEDS=<seeds> pytest {__file__})")
+    spec = {"model": str(tiny_model_dir), "data": str(data), "root": str(tmp_path), "seeds": seeds, "report": str(tmp_path / "trials.json")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    process = subprocess.run([sys.executable, "-c", ZYGOTE, str(Path(__file__).parent), json.dumps(spec)], env=env, capture_output=True, text=True)
+    assert process.returncode == 0, f"seeds {seeds}: {process.stderr[-3000:]}"
     whole = tmp_path / "whole"
-    total = _count_events(monkeypatch, _argv(whole, tiny_model_dir, data))
     expected = {
         str(p.relative_to(whole)): p.read_bytes()
         for p in sorted(whole.rglob("*"))
         if p.is_file() and (p.name in COMPARED or p.parent.name == "state")
     }
     assert any(name.endswith("state/state.safetensors") for name in expected)
-    seeds = _seeds()
-    print(f"kill seeds: {','.join(map(str, seeds))} (replay: EDITKIT_KILL_SEEDS=...)")
-    for seed in seeds:
-        rng = random.Random(seed)
-        event, torn = rng.randint(1, total), rng.random() < 0.5
-        where = f"seed {seed}: killed at write {event} of {total}{' (torn)' if torn else ''}"
-        out = tmp_path / f"killed-{seed}"
-        status = _killed_at(_argv(out, tiny_model_dir, data), event, torn)
+    for trial in json.loads((tmp_path / "trials.json").read_text()):
+        where = f"seed {trial['seed']}: killed at write {trial['event']} of {trial['total']}{' (torn)' if trial['torn'] else ''}"
+        status = trial["killed"]
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, where
-        if (out / "invocation.json").is_file():
-            main(["compare", "--resume", str(out)])
-        else:  # killed before the run was recorded: nothing to resume, the same command starts it again
-            main([*_argv(out, tiny_model_dir, data), *(["--overwrite"] if out.exists() else [])])
-        capsys.readouterr()
+        assert os.WIFEXITED(trial["resumed"]) and os.WEXITSTATUS(trial["resumed"]) == 0, f"{where}: the resume failed"
+        out = tmp_path / f"killed-{trial['seed']}"
         got = {name: (out / name).read_bytes() if (out / name).is_file() else None for name in expected}
         differ = sorted(name for name in expected if got[name] != expected[name])
         assert not differ, f"{where}: differs from the uninterrupted run in {differ}"
