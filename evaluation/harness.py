@@ -134,6 +134,7 @@ class Harness:
         last = read_checkpoint(directory, len(requests)) if resume else START
         if last.complete:
             return summarize(_scores(results_at(directory, last)), context, len(requests), per_checkpoint)
+        spec.check_requests(requests)  # before the first edit: a field the method needs is missing
         editor = spec.build(self.model, self.tokenizer, config)
         editor.prepare([r.irrelevant for r in self.stream.requests if r.irrelevant])
         if last.state is not None:

@@ -1,4 +1,5 @@
-"""The results directory of one method's run (DESIGN §4).
+"""The results directory of one method's run (docs/design.md, "Results"); the rows are those of
+:mod:`editkit.evaluation.schema`.
 
 Rows are appended and flushed the moment they exist, so an interrupted run keeps every number it had
 produced; ``summary.json`` is written atomically at the end (and after each checkpoint), so a reader never
@@ -12,7 +13,7 @@ import hashlib
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Iterable, Sequence
@@ -26,6 +27,7 @@ except ImportError:  # Windows: runs are not locked there
     fcntl = None  # type: ignore[assignment]
 
 from . import rundir
+from .schema import EditRow, ResultRow, RoutingRow, SummaryRow, TimingRow, to_json
 from .scorers import Score
 
 CONFIG, RESULTS, EDITS, SUMMARY, STATE = "config.json", "results.jsonl", "edits.jsonl", "summary.json", "state"
@@ -44,20 +46,6 @@ JSONL_FILES = (RESULTS, EDITS, ROUTING, TIMINGS)
 METHOD_FILES = (CONFIG, RESULTS, EDITS, SUMMARY, ROUTING, TIMINGS, CHECKPOINT, f"{CHECKPOINTS}/", f"{STATE}/")
 #: held (flock) by the live run writing a directory; holds its PID for the message a second run gets
 LOCK = ".editkit.lock"
-
-
-@dataclass(frozen=True)
-class SummaryRow:
-    method: str
-    metric: str
-    scorer: str
-    schedule: str
-    step: int
-    mean: float
-    n: int
-    model: str
-    dataset: str
-    stream: str
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -305,27 +293,27 @@ class RunWriter:
         return [f for f in (self._results, self._edits, self._routing, self._timings) if f is not None]
 
     def edit(self, step: int, edit_id: str, stats: dict[str, Any]) -> None:
-        row = {"method": self.context["method"], "step": step, "edit_id": edit_id}
-        row.update({k: _jsonable(v) for k, v in stats.items()})
-        self._edits.write([row])
+        values = {k: _jsonable(v) for k, v in stats.items()}
+        row = EditRow(self.context["method"], step, edit_id, values.get("iterations"), values.get("seconds"), values)
+        self._edits.write([to_json(row)])
 
     def routing(self, rows: Iterable[dict[str, Any]]) -> None:
         """Routing-score rows (step, edit_id, kind, score, threshold, score_name), with the run's context."""
         if self._routing is None:
             self._routing = _RowFile(self.directory / ROUTING)
-        self._routing.write({"method": self.context["method"], **row, **self._context_fields()} for row in rows)
+        self._routing.write(to_json(RoutingRow(method=self.context["method"], **row, **self._context_fields())) for row in rows)
 
     def timing(self, step: int, what: str, seconds: float, items: int) -> None:
         """How long one scoring pass took (``what``: ``score:tf``, ``routing``...), how many rows it wrote, and
         the process's peak resident memory so far (what a long stream must keep flat)."""
-        row = {"method": self.context["method"], "step": step, "what": what, "seconds": seconds, "items": items}
-        self._timings.write([{**row, "peak_rss_mb": peak_rss_mb()}])
+        self._timings.write([to_json(TimingRow(self.context["method"], step, what, seconds, items, peak_rss_mb()))])
 
     def _context_fields(self) -> dict[str, str]:
         return {k: v for k, v in self.context.items() if k != "method"}
 
     def scores(self, scores: Iterable[Score]) -> None:
-        self._results.write(({"method": self.context["method"], **asdict(s), **self._context_fields()} for s in scores), sync=True)
+        rows = (ResultRow(method=self.context["method"], **asdict(s), **self._context_fields()) for s in scores)
+        self._results.write((to_json(row) for row in rows), sync=True)
 
     def sync(self) -> dict[str, dict[str, Any]]:
         """Everything written so far is on disk (before a checkpoint says so); returns, per row file, the
@@ -336,7 +324,7 @@ class RunWriter:
         return {f.path.name: f.mark() for f in self._files()}
 
     def summary(self, rows: Sequence[SummaryRow]) -> None:
-        write_json_atomic(self.directory / SUMMARY, [asdict(r) for r in rows])
+        write_json_atomic(self.directory / SUMMARY, [to_json(r) for r in rows])
 
     def close(self) -> None:
         for f in self._files():
