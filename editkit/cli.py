@@ -34,7 +34,8 @@ def _common_options(func):
         click.option("--schedule", default="final", show_default=True, help="final | immediate | every:K | every:K,sample:S (score S evenly spaced requests)"),
         click.option("--scorers", default="tf,gen", show_default=True, help="Comma list of tf, gen."),
         click.option("--model", default=None, help="HF model id or local path [default: the embedded SmolLM2-135M-Instruct]."),
-        click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N"),
+        click.option("--device", default="auto", show_default=True, help="auto (cuda when there is one, else cpu) | cpu | cuda | cuda:N | mps"),
+        click.option("--device-map", default=None, help="auto | balanced | sequential: spread a model that does not fit one device over all of them (accelerate)."),
         click.option("--dtype", default="float32", show_default=True, help="float32 | bfloat16 | float16"),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--threads", type=int, default=None, help="CPU threads for torch [default: torch's choice]; 1 when other jobs share the cores."),
@@ -99,7 +100,10 @@ def _prepare(
     source = resolve_source(opts["data"])
     dataset_info = {"name": opts["data"], "path": str(source), "sha256": sha256_file(source) if source.is_file() else None}
     transformers.utils.logging.disable_progress_bar()
-    loaded = load_model(opts["model"], device=opts["device"], dtype=opts["dtype"], trust_remote_code=opts["trust_remote_code"])
+    loaded = load_model(
+        opts["model"], device=opts["device"], dtype=opts["dtype"], trust_remote_code=opts["trust_remote_code"],
+        device_map=opts.get("device_map"),
+    )  # fmt: skip
     check_fits_model(stream, requests, loaded.tokenizer, context_length(loaded.model), source)
     for spec, config in runs:
         check_config_values(spec.name, config)
@@ -113,6 +117,7 @@ def _prepare(
         "weights_sha256": loaded.weights_sha256,
         "dtype": loaded.dtype,
         "device": loaded.device,
+        **({"device_map": loaded.device_map} if loaded.device_map else {}),
     }
     harness = Harness(
         model=loaded.model,
@@ -172,8 +177,11 @@ def _finisher(with_report: bool) -> Any:
             built = write_report(build_report([out]), out / REPORT_DIR)
             click.echo(f"report: {out / REPORT_DIR} ({len(built.files)} files)")
 
+    from editkit.evaluation.store import peak_memory_line
+
     def finish(rows: Sequence[Any], out: Path) -> None:
         click.echo(render_table([asdict(r) for r in rows]))
+        click.echo(peak_memory_line())
         click.echo(f"results: {out}")
         if build is not None:
             build(out)
