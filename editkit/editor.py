@@ -297,8 +297,10 @@ class Editor(ABC):
                 raise EditkitError(f"{f}: no saved editor state here")
         try:
             meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise EditkitError(f"{meta_file}: corrupted editor state ({first_line(exc)})") from None
+        if isinstance(meta, dict) and not isinstance(meta.get("state", {}), dict):
+            raise EditkitError(f"{meta_file}: corrupted editor state ('state' is a {type(meta['state']).__name__}, not an object)")
         if not isinstance(meta, dict) or meta.get("editor") != self.name:
             editor = meta.get("editor") if isinstance(meta, dict) else None
             raise EditkitError(f"{meta_file}: state of editor '{editor}', not '{self.name}'")

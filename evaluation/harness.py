@@ -26,7 +26,7 @@ from editkit.editor import STATE_TENSORS, EditorConfig
 from editkit.hashing import sha256_file
 from editkit.registry import EditorSpec
 
-from .checkpoints import Checkpoint, keep_rows_up_to, read_checkpoint, results_up_to, save_checkpoint
+from .checkpoints import START, read_checkpoint, results_at, rewind, save_checkpoint
 from .routing import routing_prompts, routing_rows
 from .schedules import Schedule
 from .scorers import SCORERS, Score, Scorer
@@ -153,21 +153,19 @@ class Harness:
         context = self.context(spec.name)
         per_checkpoint = self.schedule.kind != "immediate"
         requests = self.stream.requests
-        last = read_checkpoint(directory) if resume else Checkpoint(0, None, False)
+        last = read_checkpoint(directory, len(requests)) if resume else START
         if last.complete:
-            return summarize(_scores(results_up_to(directory, last.step)), context, len(requests), per_checkpoint)
+            return summarize(_scores(results_at(directory, last)), context, len(requests), per_checkpoint)
         spec.check_requests(requests)  # before the first edit: a field the method needs is missing
         editor = spec.build(self.model, self.tokenizer, config)
         editor.check_requests(requests)  # before anything is written
         say_batching(editor, self.schedule.per_step)
         editor.prepare([r.irrelevant for r in self.stream.requests if r.irrelevant])
-        scores: list[Score] = []
-        if resume:
-            scores = _scores(keep_rows_up_to(directory, last.step))
         if last.state is not None:
             editor.load_state(last.state)
         elif self.initial_state is not None:
             editor.load_state(self.initial_state)
+        scores: list[Score] = _scores(rewind(directory, last)) if resume else []  # only once the state loaded
         writer = RunWriter(directory, self.run_config(spec, config), context, keep_config=resume)
         checkpoints = {cp.step: cp for cp in self.plan}
         summary: list[SummaryRow] = []
@@ -198,10 +196,8 @@ class Harness:
                         summary = summarize(scores, context, len(requests), per_checkpoint)
                         writer.summary(summary)
                 if index + 1 < len(requests) and (checkpoint is not None or _crossed(step, self.checkpoint_every)):
-                    writer.sync()
-                    save_checkpoint(directory, index + 1, editor)
-            writer.sync()
-            save_checkpoint(directory, len(requests), editor, complete=True)
+                    save_checkpoint(directory, index + 1, editor, writer.sync())
+            save_checkpoint(directory, len(requests), editor, writer.sync(), complete=True)
         finally:
             bar.close()
             writer.close()
