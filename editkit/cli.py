@@ -1,4 +1,4 @@
-"""``editkit``: compare, run, report, methods.
+"""``editkit``: compare, run, grid, report, methods.
 
 Every user mistake surfaces as one line on stderr and exit code 2 (:class:`EditkitError`); input is read and
 validated before anything is written, and results are appended as they are produced.
@@ -249,6 +249,35 @@ def report(directories: tuple[Path, ...], fmt: str, out: Path | None, allow_mixe
     for note in built.notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"report: {target} ({len(built.files)} files)", err=True)
+
+
+@cli.command()
+@click.argument("plan", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="The grid's root: one run directory per cell under ROOT/cells, and ROOT/grid.json.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="Worker processes on this machine, or one Ray task per cell.")
+@click.option("--address", default=None, help="A running Ray cluster (e.g. ray://host:10001 or auto) [default: a local one started for the grid].")
+@click.option("--max-parallel", type=int, default=None, help="Cells at once [default local: cores / threads per cell; ray: as the cluster's resources allow].")
+@click.option("--retries", type=int, default=1, show_default=True, help="Tries after the first before a failing cell is marked failed.")
+@click.option("--threads", type=int, default=None, help="CPU threads per cell [default: the plan's threads, else its resources.num_cpus].")
+@click.option("--status", is_flag=True, help="Print the cell table of ROOT (PLAN may be ROOT itself) and run nothing.")
+@click.option("--extend", is_flag=True, help="Accept a plan that adds cells to the grid already in ROOT.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def grid(plan: Path, out: Path | None, executor: str, address: str | None, max_parallel: int | None, retries: int, threads: int | None, status: bool, extend: bool, progress: bool) -> None:
+    """Run a grid plan (YAML): every cell once, skipping complete cells and resuming checkpointed ones."""
+    from editkit.grid import read_plan, run_grid, status_table
+
+    if status:
+        click.echo(status_table(out if out is not None else plan), nl=False)
+        return
+    if out is None:
+        raise EditkitError(f"editkit grid {plan}: give the grid's root with --out ROOT")
+    if threads is not None and threads < 1:
+        raise EditkitError(f"--threads must be at least 1, got {threads}")
+    result = run_grid(read_plan(plan, threads), out, executor, address, max_parallel, retries, extend, progress)
+    done = sum(c["status"] == "done" for c in result.record["cells"].values())
+    click.echo(f"grid: {done}/{len(result.record['cells'])} cells done ({len(result.ran)} run now); results: {out}")
+    if result.failed:
+        raise click.ClickException(f"grid: {len(result.failed)} cells failed: {', '.join(result.failed)} (errors in {out / 'grid.json'}, logs in {out / 'logs'})")
 
 
 @cli.command()
