@@ -219,9 +219,10 @@ def _execute(ctx: click.Context, command: str, config: Any, function: Any, opts:
     click.echo(result.table())
     click.echo(f"results: {result.out}")
     if opts["with_report"]:
-        from editkit.reports.report import REPORT_DIR, build_report, write_report
+        from editkit.reports.grid import build_root_report, write_root_report
+        from editkit.reports.report import REPORT_DIR
 
-        built = write_report(build_report([result.out]), result.out / REPORT_DIR)
+        built = write_root_report(build_root_report(result.out), result.out / REPORT_DIR)
         click.echo(f"report: {result.out / REPORT_DIR} ({len(built.files)} files)")
 
 
@@ -239,9 +240,14 @@ def _split_pair(item: str, option: str = "--set", form: str = "KEY=VALUE") -> tu
 @click.option("--allow-mixed", is_flag=True, help="Merge runs of different models, datasets, streams, schedules or scorers; the caption states the differences.")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Draw the figures (PNG and SVG).")
 def report(directories: tuple[Path, ...], fmt: str, out: Path | None, allow_mixed: bool, plots: bool) -> None:
-    """Tables and figures from one or more run or compare directories (merged when they compare)."""
+    """Tables and figures from one or more run or compare directories (merged when they compare), or of a
+    whole grid or --seeds root (one table per model, dataset, schedule and scorer, mean ± std over seeds)."""
+    from editkit.reports.grid import is_root
     from editkit.reports.report import build_report, default_out, write_report
 
+    if len(directories) == 1 and is_root(directories[0]):
+        _report_root(directories[0], fmt, out, plots)
+        return
     target = out if out is not None else default_out(directories)
     built = build_report(directories, allow_mixed=allow_mixed)
     write_report(built, target, plots=plots)
@@ -278,6 +284,18 @@ def grid(plan: Path, out: Path | None, executor: str, address: str | None, max_p
     click.echo(f"grid: {done}/{len(result.record['cells'])} cells done ({len(result.ran)} run now); results: {out}")
     if result.failed:
         raise click.ClickException(f"grid: {len(result.failed)} cells failed: {', '.join(result.failed)} (errors in {out / 'grid.json'}, logs in {out / 'logs'})")
+
+
+def _report_root(root: Path, fmt: str, out: Path | None, plots: bool) -> None:
+    from editkit.reports.grid import build_root_report, write_root_report
+    from editkit.reports.report import REPORT_DIR
+
+    target = out if out is not None else root / REPORT_DIR
+    built = write_root_report(build_root_report(root), target, plots=plots)
+    click.echo(built.text(fmt), nl=False)
+    for note in built.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"report: {target} ({len(built.files)} files)", err=True)
 
 
 @cli.command()

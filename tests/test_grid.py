@@ -207,3 +207,16 @@ def test_a_failing_cell_is_retried_then_marked_failed_while_the_others_finish(wo
     assert cells[failed[0]]["tries"] == 2 and "broken-model" in cells[failed[0]]["error"]
     assert cells[failed[1]]["tries"] == 0 and "failed" in cells[failed[1]]["error"]
     assert cells["tiny-model0__edits-0-3__ft__seed0"]["status"] == "done"
+
+
+def test_report_of_a_grid_root_has_one_table_per_group_with_spreads(local_root, capsys):
+    main(["report", str(local_root), "--format", "csv"])
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert lines[0].startswith("method,reliability,generalization,locality,mean,n,")
+    assert "reliability_std" in lines[0]
+    ft = next(line for line in lines if line.startswith("ft,"))
+    assert " ± " in ft and ",3," in ft  # three seeds after the extension
+    for name in ("table.md", "table.csv", "table.tex", "report.md"):
+        assert (local_root / "report" / name).is_file()
+    assert any(p.name.endswith("-cost.png") for p in (local_root / "report").iterdir())
