@@ -38,7 +38,8 @@ class Setup:
     """What every method of a run shares: the stream, the protocol, the model and the run's mechanics.
 
     ``seed`` seeds every method's own randomness (``random``, numpy and torch are seeded before each method's
-    stream) and, with ``shuffle``, the order of the stream."""
+    stream, and a method config's own ``seed`` field follows it unless set explicitly) and, with
+    ``shuffle``, the order of the stream."""
 
     data: str = DEFAULT_DATA
     columns: str | None = None
@@ -145,8 +146,18 @@ class Prepared:
     lock: Any  # the output directory's RunLock, held until the run ends
 
 
-def method_configs(methods: Sequence[MethodChoice]) -> tuple[list[tuple[Any, Any]], list[tuple[Path, list[str]]]]:
-    """(spec, config) of each method, from its overrides and hparams file; every value checked."""
+#: the config field through which a method draws its own randomness; it follows the run's seed
+SEED_FIELD = "seed"
+
+
+def method_configs(methods: Sequence[MethodChoice], seed: int | None = None) -> tuple[list[tuple[Any, Any]], list[tuple[Path, list[str]]]]:
+    """(spec, config) of each method, from its overrides and hparams file; every value checked.
+
+    A method whose config has a ``seed`` field (MEMOIR's TopHash permutation, GRACE's cold values, WISE's
+    gradient masks) gets the run's ``seed`` there unless ``--set`` or its hparams file sets it, so one
+    seed changes every method's own randomness; seed 0 is every config's default."""
+    from dataclasses import fields as config_fields
+
     from editkit.registry import get_editor_spec
 
     runs, unused = [], []
@@ -156,7 +167,11 @@ def method_configs(methods: Sequence[MethodChoice]) -> tuple[list[tuple[Any, Any
         if choice.hparams is not None:
             from_file, ignored = hparams_overrides(spec, Path(choice.hparams))
             unused.append((Path(choice.hparams), ignored))
-        runs.append((spec, spec.make_config(**{**from_file, **dict(choice.overrides)})))
+        values = {**from_file, **dict(choice.overrides)}
+        has_seed = any(f.name == SEED_FIELD for f in config_fields(spec.editor_class.config_class))
+        if seed is not None and has_seed and SEED_FIELD not in values:
+            values[SEED_FIELD] = seed
+        runs.append((spec, spec.make_config(**values)))
     return runs, unused
 
 
@@ -183,7 +198,7 @@ def validate(setup: Setup, methods: Sequence[MethodChoice], initial_state: Path 
     from editkit.evaluation.streams import check_fits_model, make_stream
     from editkit.models import context_length, load_model
 
-    runs, unused = method_configs(methods)
+    runs, unused = method_configs(methods, setup.seed)
     schedule = Schedule.parse(setup.schedule)
     scorers = parse_scorers(setup.scorers)
     if setup.threads is not None:

@@ -31,24 +31,26 @@ RUN_KEYS = frozenset({"alg_name", "model_name", "device", "model_parallel", "bat
 _INDEX = re.compile(r"\[(\d+)\]")
 
 
-def read_hparams(path: Path) -> dict[str, Any]:
-    """The top-level mapping of a YAML (or JSON) hparams file."""
+def read_hparams(path: Path, label: str | None = None) -> dict[str, Any]:
+    """The top-level mapping of a YAML (or JSON) hparams file (or of any YAML mapping: ``label`` starts each
+    message, ``--hparams PATH`` by default; ``editkit grid`` reads its plans with it)."""
+    label = label or f"--hparams {path}"
     import yaml
 
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise EditkitError(f"--hparams {path}: no such file") from None
+        raise EditkitError(f"{label}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise EditkitError(f"--hparams {path}: cannot read ({first_line(exc)})") from None
+        raise EditkitError(f"{label}: cannot read ({first_line(exc)})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise EditkitError(f"--hparams {path}: invalid YAML{where}: {getattr(exc, 'problem', None) or first_line(exc)}") from None
+        raise EditkitError(f"{label}: invalid YAML{where}: {getattr(exc, 'problem', None) or first_line(exc)}") from None
     if not isinstance(data, dict):
-        raise EditkitError(f"--hparams {path}: expected a mapping of keys to values, got {type(data).__name__}")
+        raise EditkitError(f"{label}: expected a mapping of keys to values, got {type(data).__name__}")
     return data
 
 

@@ -63,7 +63,7 @@ def test_seeds_run_once_per_seed_and_print_mean_and_std(tmp_path, tiny_model_dir
     assert "mean ± std over seeds 0, 1" in printed and "| n" in printed
     for seed in (0, 1):
         config = json.loads((out / f"seed-{seed}" / "grace" / "config.json").read_text())
-        assert config["seed"] == seed
+        assert config["seed"] == seed and config["method_config"]["seed"] == seed  # the method's own randomness too
     main(["compare", "--resume", str(out / "seed-1")])  # each seed's directory is a run of its own
     main(["report", str(out), "--no-plots"])
     table = capsys.readouterr().out
@@ -72,6 +72,13 @@ def test_seeds_run_once_per_seed_and_print_mean_and_std(tmp_path, tiny_model_dir
         main([*args, "--seed", "3", "--seeds", "0,1", "--out", str(tmp_path / "both")])
     assert info.value.code == 2 and "--seed and --seeds" in capsys.readouterr().err
     assert not (tmp_path / "both").exists()
+
+
+def test_the_run_seed_reaches_a_method_config_seed_unless_set():
+    [(_, grace)], _ = api.method_configs([api.MethodChoice("grace")], seed=4)
+    [(_, pinned)], _ = api.method_configs([api.MethodChoice("grace", {"seed": "7"})], seed=4)
+    [(_, ft)], _ = api.method_configs([api.MethodChoice("ft")], seed=4)  # no seed field: nothing to set
+    assert grace.seed == 4 and pinned.seed == 7 and not hasattr(ft, "seed")
 
 
 def test_spread_is_the_sample_standard_deviation():

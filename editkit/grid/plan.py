@@ -79,20 +79,9 @@ def _digest(data: Any) -> str:
 
 def read_plan(path: Path, threads: int | None = None) -> Plan:
     """Read and expand a plan file; every mistake is one line naming the file and the key."""
-    import yaml
+    from editkit.easyedit import read_hparams
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise EditkitError(f"{path}: no such plan file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EditkitError(f"{path}: cannot read the plan ({exc})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark is not None else ""
-        raise EditkitError(f"{path}{where}: not valid YAML") from None
+    raw = read_hparams(path, label=str(path))
     return expand(raw, path, threads)
 
 
