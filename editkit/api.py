@@ -260,8 +260,8 @@ def open_output(
     if resume:
         if out is None:
             raise EditkitError("resume: give the directory of the run to continue")
-        return Prepared(validated.harness, validated.runs, out, open_for_resume(out))
-    out = out or default_out(command)
+        return Prepared(validated.harness, validated.runs, Path(out), open_for_resume(Path(out)))
+    out = Path(out) if out is not None else default_out(command)
     lock = prepare_output_dir(out, overwrite)
     write_json_atomic(out / INVOCATION, invocation)
     return Prepared(validated.harness, validated.runs, out, lock)
@@ -346,7 +346,8 @@ def compare_methods(methods: Sequence[str | MethodChoice]) -> list[MethodChoice]
 
 def run(config: RunConfig, invocation: dict[str, Any] | None = None) -> Result:
     """Edit the stream with one method, scoring under the schedule; results in ``config.out``."""
-    validated = validate(config.setup, [_choice(config.method)], initial_state=config.load_state)
+    initial_state = Path(config.load_state) if config.load_state is not None else None
+    validated = validate(config.setup, [_choice(config.method)], initial_state=initial_state)
     prepared = open_output(validated, "run", config.out, config.overwrite, config.resume, invocation or run_invocation(config))
     say_unused(validated.unused)
     with prepared.lock:
@@ -378,7 +379,7 @@ def over_seeds(config: RunConfig | CompareConfig, seeds: Sequence[int], invocati
     if config.resume:
         raise EditkitError("--seeds with --resume: resume each seed's directory (OUT/seed-S) on its own")
     command = "run" if isinstance(config, RunConfig) else "compare"
-    root = config.out or default_out(command)
+    root = Path(config.out) if config.out is not None else default_out(command)
     results: dict[int, Result] = {}
     for seed in seeds:
         one = replace(config, setup=replace(config.setup, seed=seed), out=root / f"seed-{seed}")
@@ -395,6 +396,27 @@ def parse_seeds(text: str) -> list[int]:
     if not seeds:
         raise EditkitError("--seeds is empty")
     return seeds
+
+
+# ------------------------------------------------------------------------------------------ without a run
+@dataclass
+class Ready:
+    """An editor ready for its first edit on a checked stream, with no run directory (for scripts that study
+    a method's internals: routing overlaps, activation gaps)."""
+
+    editor: Any
+    stream: Any  # evaluation.streams.Stream
+    loaded: Any  # models.LoadedModel
+
+
+def ready_editor(setup: Setup, method: str | MethodChoice) -> Ready:
+    """Everything :func:`validate` checks, then the editor built and prepared as the harness prepares it."""
+    validated = validate(setup, [_choice(method)])
+    spec, config = validated.runs[0]
+    stream = validated.harness.stream
+    editor = spec.build(validated.loaded.model, validated.loaded.tokenizer, config)
+    editor.prepare([r.irrelevant for r in stream.requests if r.irrelevant])
+    return Ready(editor, stream, validated.loaded)
 
 
 # ------------------------------------------------------------------------------------------ loading
