@@ -220,3 +220,24 @@ def test_report_of_a_grid_root_has_one_table_per_group_with_spreads(local_root, 
     for name in ("table.md", "table.csv", "table.tex", "report.md"):
         assert (local_root / "report" / name).is_file()
     assert any(p.name.endswith("-cost.png") for p in (local_root / "report").iterdir())
+
+
+def test_a_bad_plan_is_one_line_and_writes_nothing(workdir, tiny_model_dir, tmp_path, capsys):
+    cases = {
+        "unknown-method.yaml": plan_text(tiny_model_dir, workdir / "edits.jsonl").replace("- ft", "- nope"),
+        "bad-value.yaml": plan_text(tiny_model_dir, workdir / "edits.jsonl").replace("steps: 100", "steps: many"),
+        "too-many-edits.yaml": plan_text(tiny_model_dir, workdir / "edits.jsonl").replace("num_edits: 3", "num_edits: 30"),
+        "not-yaml.yaml": "models: [",
+    }
+    for name, text in cases.items():
+        plan = tmp_path / name
+        plan.write_text(text)
+        with pytest.raises(SystemExit) as info:
+            main(["grid", str(plan), "--out", str(tmp_path / "root"), "--no-progress"])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (name, err)
+        assert str(plan) in err, err
+        assert not (tmp_path / "root").exists(), name
+    with pytest.raises(SystemExit) as info:
+        main(["grid", str(tmp_path / "absent.yaml"), "--out", str(tmp_path / "root")])
+    assert info.value.code == 2 and "absent.yaml: no such file" in capsys.readouterr().err
