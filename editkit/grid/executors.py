@@ -122,7 +122,7 @@ class RayExecutor:
                 if address:
                     ray.init(address=address, log_to_driver=False)
                 else:
-                    ray.init(num_cpus=max_parallel or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+                    ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
             except Exception as exc:  # ConnectionError, a bad address, a cluster of another Ray version
                 raise EditkitError(f"--executor ray: cannot start or reach a Ray cluster{f' at {address}' if address else ''}: {exc}") from None
             self.started = True
