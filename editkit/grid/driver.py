@@ -201,7 +201,7 @@ def run_grid(
                     entry = record["cells"][name]
                     entry.update(status=RUNNING, tries=entry["tries"] + 1, start=now(), end=None, error=None)
                     runner.submit(_task(root, cells[name], token, entry["tries"], runner))
-                _fail_blocked(todo, cells, record)
+                bar.update(_fail_blocked(todo, cells, record))
                 write_record(root, record)
                 if not running:
                     break
@@ -248,12 +248,16 @@ def _ready(todo: Sequence[str], cells: dict[str, Cell], record: dict[str, Any], 
     return ready
 
 
-def _fail_blocked(todo: list[str], cells: dict[str, Cell], record: dict[str, Any]) -> None:
+def _fail_blocked(todo: list[str], cells: dict[str, Cell], record: dict[str, Any]) -> int:
+    """Mark failed the method cells whose ``none`` cell failed (they need its reference predictions)."""
+    blocked = 0
     for name in list(todo):
         group = cells[name].group
         if not cells[name].is_none and record["cells"][group]["status"] == FAILED:
             todo.remove(name)
             record["cells"][name].update(status=FAILED, error=f"its unedited cell {group} failed")
+            blocked += 1
+    return blocked
 
 
 def _task(root: Path, cell: Cell, token: str, tries: int, runner: Any) -> dict[str, Any]:
