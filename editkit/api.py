@@ -89,7 +89,7 @@ class RunConfig:
 class CompareConfig:
     """Several methods on one stream (``editkit compare``); the unedited row ``none`` always comes first."""
 
-    methods: Sequence[str | MethodChoice] = ("memoir", "ft")
+    methods: Sequence[str | MethodChoice] | None = None  # None: the default comparison (``editkit methods``)
     setup: Setup = Setup()
     out: Path | None = None
     overwrite: bool = False
@@ -223,6 +223,7 @@ def validate(setup: Setup, methods: Sequence[MethodChoice], initial_state: Path 
     loaded = load_model(setup.model, device=setup.device, dtype=setup.dtype, trust_remote_code=setup.trust_remote_code)
     check_fits_model(stream, requests, loaded.tokenizer, context_length(loaded.model), source)
     for spec, config in runs:
+        spec.check_requests(stream.requests)  # fields the method needs, e.g. a subject
         editor = spec.build(loaded.model, loaded.tokenizer, config)  # e.g. a layer path that does not exist
         if initial_state is not None:
             editor.load_state(initial_state)  # a corrupted state, or one of another model or config
@@ -335,13 +336,17 @@ def setup_from_params(params: Mapping[str, Any]) -> Setup:
 
 
 # ------------------------------------------------------------------------------------------ running
-def compare_methods(methods: Sequence[str | MethodChoice]) -> list[MethodChoice]:
-    """The methods of a comparison, ``none`` first, each once."""
-    choices = [_choice(m) for m in methods]
+def compare_methods(methods: Sequence[str | MethodChoice] | None) -> list[MethodChoice]:
+    """The methods of a comparison, the unedited baseline(s) first, each once; None: the methods that
+    declare themselves part of the default comparison."""
+    from editkit.registry import baseline_names, default_comparison
+
+    choices = [_choice(m) for m in (methods if methods is not None else default_comparison())]
     if not choices:
         raise EditkitError("--methods is empty; see 'editkit methods'")
     by_name = {c.name: c for c in choices}
-    return [by_name.get("none", MethodChoice("none"))] + [c for name, c in by_name.items() if name != "none"]
+    baselines = baseline_names()
+    return [by_name.get(b, MethodChoice(b)) for b in baselines] + [c for name, c in by_name.items() if name not in baselines]
 
 
 def run(config: RunConfig, invocation: dict[str, Any] | None = None) -> Result:

@@ -21,9 +21,9 @@ from .errors import EditkitError
 
 
 def _common_options(func):
-    """The options ``compare`` and ``run`` share (DESIGN §4)."""
+    """The options ``compare`` and ``run`` share (docs/design.md, "Protocol")."""
     options = [
-        click.option("--data", default=DEFAULT_DATA, show_default=True, help="Bundled name (see --help of 'editkit data') or a dataset file."),
+        click.option("--data", default=DEFAULT_DATA, show_default=True, help="A bundled stream (default: ZsRE records 0-299; zsre-dev: the tuning slice) or the path of a dataset file or directory (see README, datasets)."),
         click.option("--columns", default=None, help="Column spec for other datasets, e.g. 'prompt=question,target=answer'."),
         click.option("--num-edits", type=int, default=None, help=f"Length of the stream [default: {DEFAULT_NUM_EDITS} for the bundled stream, else the whole file]."),
         click.option("--start", type=int, default=0, show_default=True, help="Skip this many requests first (e.g. a held-out slice)."),
@@ -126,7 +126,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--methods", default="memoir,ft", show_default=True, help="Comma list of registered methods ('editkit methods').")
+@click.option("--methods", default=None, help="Comma list of registered methods ('editkit methods') [default: the methods that declare themselves part of the default comparison].")
 @click.option("--set", "overrides", multiple=True, metavar="METHOD.KEY=VALUE", help="Config override for one method of the comparison.")
 @click.option("--hparams", "hparams_files", multiple=True, metavar="METHOD=FILE", help="An EasyEdit hparams YAML for one method of the comparison (--set wins over it).")
 @_common_options
@@ -139,7 +139,8 @@ def compare(ctx: click.Context, methods: str, overrides: tuple[str, ...], hparam
     if resumed is not None:
         methods, overrides, hparams_files = resumed.pop("methods"), resumed.pop("overrides"), resumed.pop("hparams_files")
         opts = resumed
-    names = [c.name for c in api.compare_methods([m.strip() for m in methods.split(",") if m.strip()])]
+    names = [m.strip() for m in methods.split(",") if m.strip()] if methods is not None else None
+    names = [c.name for c in api.compare_methods(names)]
     per_method: dict[str, dict[str, Any]] = {n: {} for n in names}
     files: dict[str, Path] = {}
     for item in hparams_files:
@@ -301,12 +302,14 @@ def _report_root(root: Path, fmt: str, out: Path | None, plots: bool) -> None:
 @cli.command()
 def methods() -> None:
     """Registered editors (built-in and plug-ins) and their default configs."""
-    from editkit.registry import available_editors
+    from editkit.registry import available_editors, failed_editors
 
     for name, spec in available_editors().items():
         config = spec.make_config().to_dict()
         summary = ", ".join(f"{k}={v}" for k, v in config.items())
         click.echo(f"{name:<10} {spec.source:<10} {spec.editor_class.__name__}({summary})")
+    for name, reason in failed_editors().items():
+        click.echo(f"{name:<10} {'failed':<10} {reason}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -148,6 +148,7 @@ class Harness:
         last = read_checkpoint(directory) if resume else Checkpoint(0, None, False)
         if last.complete:
             return summarize(_scores(results_up_to(directory, last.step)), context, len(requests), per_checkpoint)
+        spec.check_requests(requests)  # before the first edit: a field the method needs is missing
         editor = spec.build(self.model, self.tokenizer, config)
         editor.prepare([r.irrelevant for r in self.stream.requests if r.irrelevant])
         scores: list[Score] = []
