@@ -49,7 +49,8 @@ class Setup:
     schedule: str = "final"
     scorers: str = "tf,gen"
     model: str | None = None
-    device: str = "cpu"
+    device: str = "auto"  # cuda when there is one, else cpu
+    device_map: str | None = None  # auto | balanced | sequential: one model over several devices
     dtype: str = "float32"
     seed: int = 0
     threads: int | None = None
@@ -220,7 +221,9 @@ def validate(setup: Setup, methods: Sequence[MethodChoice], initial_state: Path 
     source = resolve_source(setup.data)
     dataset_info = {"name": setup.data, "path": str(source), "sha256": sha256_file(source) if source.is_file() else None}
     transformers.utils.logging.disable_progress_bar()
-    loaded = load_model(setup.model, device=setup.device, dtype=setup.dtype, trust_remote_code=setup.trust_remote_code)
+    loaded = load_model(
+        setup.model, device=setup.device, dtype=setup.dtype, trust_remote_code=setup.trust_remote_code, device_map=setup.device_map
+    )
     check_fits_model(stream, requests, loaded.tokenizer, context_length(loaded.model), source)
     for spec, config in runs:
         spec.check_requests(stream.requests)  # fields the method needs, e.g. a subject
@@ -233,6 +236,7 @@ def validate(setup: Setup, methods: Sequence[MethodChoice], initial_state: Path 
         "weights_sha256": loaded.weights_sha256,
         "dtype": loaded.dtype,
         "device": loaded.device,
+        **({"device_map": loaded.device_map} if loaded.device_map else {}),
     }
     harness = Harness(
         model=loaded.model,

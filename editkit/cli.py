@@ -31,7 +31,8 @@ def _common_options(func):
         click.option("--schedule", default="final", show_default=True, help="final | immediate | every:K | every:K,sample:S (score S evenly spaced requests)"),
         click.option("--scorers", default="tf,gen", show_default=True, help="Comma list of tf, gen."),
         click.option("--model", default=None, help="HF model id or local path [default: the embedded SmolLM2-135M-Instruct]."),
-        click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N"),
+        click.option("--device", default="auto", show_default=True, help="auto (cuda when there is one, else cpu) | cpu | cuda | cuda:N | mps"),
+        click.option("--device-map", default=None, help="auto | balanced | sequential: spread a model that does not fit one device over all of them (accelerate)."),
         click.option("--dtype", default="float32", show_default=True, help="float32 | bfloat16 | float16"),
         click.option("--seed", type=int, default=0, show_default=True, help="Seeds every method's own randomness and, with --shuffle, the stream order."),
         click.option("--seeds", default=None, metavar="S1,S2,...", help="Run once per seed into OUT/seed-S and print mean ± std over the seeds."),
@@ -110,8 +111,11 @@ def _finisher(with_report: bool) -> Any:
             built = write_report(build_report([out]), out / REPORT_DIR)
             click.echo(f"report: {out / REPORT_DIR} ({len(built.files)} files)")
 
+    from editkit.evaluation.store import peak_memory_line
+
     def finish(rows: Sequence[Any], out: Path) -> None:
         click.echo(render_table([asdict(r) for r in rows]))
+        click.echo(peak_memory_line())
         click.echo(f"results: {out}")
         if build is not None:
             build(out)

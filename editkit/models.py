@@ -75,6 +75,8 @@ class LoadedModel:
     weights_sha256: str | None
     dtype: str
     device: str
+    #: accelerate's placement (``auto``...) when the model is spread over devices, else None
+    device_map: str | None = None
 
 
 # ------------------------------------------------------------------------------------------ the cache
@@ -268,13 +270,17 @@ def resolve_dtype(dtype: str) -> tuple[str, torch.dtype]:
 
 
 def resolve_device(device: str) -> str:
-    """Check that the device exists here before any weights are read, so a typo fails in milliseconds."""
+    """Check that the device exists here before any weights are read, so a typo fails in milliseconds;
+    ``auto`` is cuda when a CUDA device is visible, else cpu."""
+    text = str(device).strip().lower()
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() and torch.cuda.device_count() > 0 else "cpu"
     try:
-        parsed = torch.device(str(device).strip().lower())
+        parsed = torch.device(text)
     except RuntimeError:
         parsed = None
     if parsed is None or parsed.type not in ("cpu", "cuda", "mps"):
-        raise EditkitError(f"unknown device '{device}'; use cpu, cuda, cuda:N or mps")
+        raise EditkitError(f"unknown device '{device}'; use auto, cpu, cuda, cuda:N or mps")
     if parsed.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (parsed.index or 0) >= count:
@@ -284,35 +290,117 @@ def resolve_device(device: str) -> str:
     return str(parsed)
 
 
-def _from_pretrained(source: str | Path, dtype: torch.dtype, trust_remote_code: bool, failure: str) -> tuple[Any, Any]:
+#: ``--device-map`` values: accelerate's automatic placements (spread over every visible device, CPU last)
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def resolve_device_map(device_map: str | None) -> str | None:
+    """None (the whole model on ``--device``) or one of :data:`DEVICE_MAPS` (accelerate places the blocks)."""
+    if device_map is None or str(device_map).strip() == "":
+        return None
+    key = str(device_map).strip().lower()
+    if key not in DEVICE_MAPS:
+        raise EditkitError(f"unknown device map '{device_map}'; use one of {', '.join(DEVICE_MAPS)}")
+    try:
+        import accelerate  # noqa: F401
+    except ImportError as exc:
+        raise EditkitError(f"--device-map {key} needs accelerate: pip install accelerate ({_first_line(exc)})") from exc
+    return key
+
+
+def _from_pretrained(
+    source: str | Path, dtype: torch.dtype, trust_remote_code: bool, failure: str, placement: str | dict[str, str], local_only: bool = False
+) -> tuple[Any, Any]:
+    """Model and tokenizer of ``source``, the weights read straight into ``dtype`` on their device(s).
+
+    transformers (>= 5) builds the model on the meta device and fills it from the checkpoint, so a
+    ``device_map`` (``{"": device}`` for one device) puts each tensor on its device as it is read: an 8B
+    model in bf16 takes ~16 GB on the GPU and little host memory, never a float32 copy on the host first.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code, "device_map": placement}
+    if local_only:
+        kwargs["local_files_only"] = True
     if isinstance(source, Path) and any(source.glob("*.safetensors")):
         kwargs["use_safetensors"] = True  # never fall back to a pickle next to the safetensors
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, local_files_only=local_only)
     except Exception as exc:  # hub, config, format and validation errors come in many types
         raise EditkitError(f"{failure}: {_first_line(exc)}") from exc
     return model, tokenizer
 
 
+def looks_local(name: str) -> bool:
+    """Whether ``name`` is meant as a path, not a hub id (``org/name``): it starts with ``/``, ``.`` or
+    ``~``, has a backslash or more than one ``/``, ends in ``/``, or its first component exists here (the
+    ``models`` of ``models/nonexist``)."""
+    if name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1 or name.endswith("/"):
+        return True
+    if os.sep != "/" and os.sep in name:
+        return True
+    head = name.split("/", 1)[0]
+    return "/" in name and Path(head).exists()
+
+
+_HUB_TIMEOUT_S = 3.0
+
+
+def _hub_offline_reason() -> str | None:
+    """Why the hub cannot be used (``HF_HUB_OFFLINE`` set, or no connection within a few seconds), else
+    None: checked once, before transformers' own retries (which take ~48 s to give up)."""
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().lower()
+    try:
+        import huggingface_hub.constants as hub_constants
+
+        offline = bool(getattr(hub_constants, "HF_HUB_OFFLINE", False))
+    except ImportError:
+        offline = False
+    if offline or flag in ("1", "true", "yes", "on"):
+        return "offline: HF_HUB_OFFLINE is set"
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    parsed = urlparse(endpoint)
+    host, port = parsed.hostname or "huggingface.co", parsed.port or (80 if parsed.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=_HUB_TIMEOUT_S).close()
+    except OSError as exc:
+        return f"offline? {host} is not reachable within {_HUB_TIMEOUT_S:.0f} s: {_first_line(exc)}"
+    return None
+
+
+def _hub_cached(model_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(model_id, "config.json"), str)
+    except Exception:  # an id the cache cannot even parse is not cached
+        return False
+
+
 def load_model(
     name_or_path: str | None = None,
     *,
-    device: str = "cpu",
+    device: str = "auto",
     dtype: str = "float32",
     trust_remote_code: bool = False,
+    device_map: str | None = None,
 ) -> LoadedModel:
-    """Load the model to edit, frozen and in eval mode, in ``dtype`` on ``device``.
+    """Load the model to edit, frozen and in eval mode, in ``dtype`` on ``device`` (``auto``: cuda when
+    there is one), or spread over the visible devices with ``device_map`` (``auto``: accelerate's placement,
+    for a model that does not fit one device).
 
     ``name_or_path``: ``None``, ``"default"`` or ``"SmolLM2-135M-Instruct"`` for the embedded default model;
     a local directory with ``config.json``; a local ``.gguf`` file (converted once into the cache); otherwise
-    a Hugging Face hub id.
+    a Hugging Face hub id, read from the local cache when it is there, and fetched only when the hub answers.
     """
     dtype_name, torch_dtype = resolve_dtype(dtype)
     device_name = resolve_device(device)
+    placement_map = resolve_device_map(device_map)
+    placement: str | dict[str, str] = placement_map or {"": device_name}
     name = str(name_or_path or "").strip() or DEFAULT_MODEL
     path = Path(name).expanduser()
     directory: Path | None = None
@@ -327,16 +415,23 @@ def load_model(
             raise EditkitError(f"model directory '{name}' has no config.json; give a save_pretrained directory or a .gguf file")
         directory = path.resolve()
         model_id = str(directory)
-    elif name.lower().endswith(".gguf") or not _HUB_ID.fullmatch(name):
-        raise EditkitError(f"model path '{name}' does not exist")
+    elif name.lower().endswith(".gguf") or looks_local(name) or not _HUB_ID.fullmatch(name):
+        raise EditkitError(f"model path '{name}' does not exist (no such directory or file)")
 
     if directory is not None:
-        model, tokenizer = _from_pretrained(directory, torch_dtype, trust_remote_code, f"could not load model '{name}'")
+        model, tokenizer = _from_pretrained(directory, torch_dtype, trust_remote_code, f"could not load model '{name}'", placement)
         # a directory editkit converted carries its hash; any other is hashed now
         sha = (_manifest(directory) or {}).get("weights_sha256") or weights_sha256(directory)
     else:
-        failure = f"model '{name}' is not a local directory and could not be loaded from the Hugging Face hub (offline?)"
-        model, tokenizer = _from_pretrained(name, torch_dtype, trust_remote_code, failure)
+        cached = _hub_cached(name)
+        offline = None if cached else _hub_offline_reason()
+        if offline is not None:
+            raise EditkitError(
+                f"model '{name}' is not a local directory and not in the Hugging Face cache, and the hub cannot be "
+                f"used ({offline}); give a local model directory"
+            )
+        failure = f"model '{name}' is not a local directory and could not be loaded from the Hugging Face hub"
+        model, tokenizer = _from_pretrained(name, torch_dtype, trust_remote_code, failure, placement, local_only=cached)
         snapshot = _hub_snapshot(name)
         model_id, sha = name, weights_sha256(snapshot) if snapshot else None
 
@@ -347,5 +442,9 @@ def load_model(
         generation_config.pad_token_id = tokenizer.pad_token_id
     model.requires_grad_(False)
     model.eval()
-    model.to(device_name)
-    return LoadedModel(model, tokenizer, model_id, sha, dtype_name, device_name)
+    if placement_map is None:
+        model.to(device_name)  # a no-op after a device_map load; kept for models whose loader ignores it
+    else:
+        device_name = str(next(model.parameters()).device)  # where the inputs go: the embedding's device
+    return LoadedModel(model, tokenizer, model_id, sha, dtype_name, device_name, placement_map)
+

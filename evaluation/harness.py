@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 import editkit
 from editkit.baseline import UneditedEditor
+from editkit.errors import EditkitError
 from editkit.editor import STATE_TENSORS, EditorConfig
 from editkit.hashing import sha256_file
 from editkit.registry import EditorSpec
@@ -31,6 +32,25 @@ from .schedules import Schedule
 from .scorers import SCORERS, Score, Scorer
 from .store import RunWriter, SummaryRow, summarize, write_json_atomic
 from .streams import Stream
+
+
+def check_finite_losses(method: str, step: int, request_id: str, stats: dict[str, Any], dtype: Any = None) -> None:
+    """Stop the run (EditkitError: one line, exit 2) when an edit reports a NaN or infinite loss.
+
+    A non-finite loss means the edit wrote garbage into the editor's state (float16 overflow is the usual
+    cause); scoring on would print numbers (often all zeros) that look like results. The edit's row is not
+    written, so everything on disk is from the edits before it."""
+    bad = [
+        f"{key}={value}"
+        for key, value in stats.items()
+        if "loss" in key and isinstance(value, (int, float)) and not isinstance(value, bool) and not np.isfinite(value)
+    ]
+    if bad:
+        hint = "; float16 overflows easily, try --dtype bfloat16 or float32" if dtype == "float16" else ""
+        raise EditkitError(
+            f"{method}: edit {step} (request {request_id}) has a non-finite loss ({', '.join(bad)}); "
+            f"the run stops here, results of the earlier edits are kept{hint}"
+        )
 
 
 def set_seed(seed: int) -> None:
@@ -168,6 +188,7 @@ class Harness:
                 start = time.perf_counter()
                 stats = dict(editor.edit(request))
                 stats["seconds"] = time.perf_counter() - start
+                check_finite_losses(spec.name, index + 1, request.id, stats, self.model_info.get("dtype"))
                 writer.edit(index + 1, request.id, stats)
                 bar.update(1)
                 checkpoint = checkpoints.get(index + 1)

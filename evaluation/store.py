@@ -226,8 +226,9 @@ class RunWriter:
 
     def timing(self, step: int, what: str, seconds: float, items: int) -> None:
         """How long one scoring pass took (``what``: ``score:tf``, ``routing``...), how many rows it wrote, and
-        the process's peak resident memory so far (what a long stream must keep flat)."""
-        self._append(self._timings, TimingRow(self.context["method"], step, what, seconds, items, peak_rss_mb()))
+        the process's peak resident memory and peak CUDA memory so far (what a long stream must keep flat)."""
+        row = TimingRow(self.context["method"], step, what, seconds, items, peak_rss_mb(), peak_device_mb())
+        self._append(self._timings, row)
 
     def _context_fields(self) -> dict[str, str]:
         return {k: v for k, v in self.context.items() if k != "method"}
@@ -309,3 +310,22 @@ def peak_rss_mb() -> float | None:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
+def peak_device_mb() -> float | None:
+    """Peak memory torch allocated on the CUDA devices of this process, in MiB (summed over the devices a
+    ``--device-map`` spreads the model on); None where no CUDA device is in use."""
+    import torch
+
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    total = sum(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count()))
+    return round(total / 2**20, 1)
+
+
+def peak_memory_line() -> str:
+    """``peak memory: host N MiB, device M MiB`` (what a run printed at its end)."""
+    host, device = peak_rss_mb(), peak_device_mb()
+    parts = [f"host {host:.0f} MiB" if host is not None else "host n/a"]
+    parts.append(f"device {device:.0f} MiB" if device is not None else "device n/a (cpu)")
+    return "peak memory: " + ", ".join(parts)
