@@ -13,19 +13,17 @@ is printed rather than hidden), and for a routing editor the share of rows it ro
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
+from editkit import api
 from editkit.baseline import UneditedEditor
 from editkit.data import load_requests
-from editkit.editor import Editor
 from editkit.evaluation.routing import routing_prompts, routing_rows
 from editkit.evaluation.schedules import Checkpoint
 from editkit.evaluation.scorers import SCORERS
 from editkit.evaluation.streams import make_stream
-from editkit.models import LoadedModel, load_model
-from editkit.registry import get_editor_spec
+from editkit.models import load_model
 
 
 def timed_scores(scorer_class, tokenizer, unedited, editor, stream, batch_size):
@@ -37,15 +35,6 @@ def timed_scores(scorer_class, tokenizer, unedited, editor, stream, batch_size):
     return time.perf_counter() - start, [(r.edit_id, r.metric, r.value) for r in rows]
 
 
-def saved_editor(run: Path, loaded: LoadedModel) -> Editor:
-    """The editor of a method's run directory, rebuilt from its ``config.json`` and ``state/``."""
-    config = json.loads((run / "config.json").read_text())
-    spec = get_editor_spec(config["method"])
-    editor = spec.build(loaded.model, loaded.tokenizer, spec.make_config(**config["method_config"]))
-    editor.load_state(run / "state")
-    return editor
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
@@ -55,10 +44,11 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=None, help="a method's run directory with config.json and state/")
     args = parser.parse_args()
 
-    loaded = load_model(args.model)
+    saved = api.load_run(args.run) if args.run is not None else None  # the run's editor on the model it edited
+    loaded = saved.loaded if saved is not None else load_model(args.model)
     stream = make_stream(load_requests(args.data), args.num_edits).requests
     unedited = UneditedEditor(loaded.model, loaded.tokenizer)
-    editor = unedited if args.run is None else saved_editor(args.run, loaded)
+    editor = unedited if saved is None else saved.editor
     print(f"model {loaded.model_id}, editor {editor.name}, {len(stream)} requests, batch size {args.batch_size} vs 1")
     everything = tuple(range(len(stream)))
     prompts = routing_prompts(stream, Checkpoint(len(stream), everything, everything))

@@ -1,4 +1,4 @@
-"""``editkit``: compare, run, report, methods.
+"""``editkit``: compare, run, grid, report, methods.
 
 Every user mistake surfaces as one line on stderr and exit code 2 (:class:`EditkitError`); input is read and
 validated before anything is written, and results are appended as they are produced.
@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import click
+from click.core import ParameterSource
 
+from .api import DEFAULT_DATA, DEFAULT_NUM_EDITS
 from .errors import EditkitError
 from .evaluation.rundir import RunDirectory
-from .hashing import sha256_file
-
-DEFAULT_DATA = "default"
-DEFAULT_NUM_EDITS = 50
 
 
 def _common_options(func):
@@ -38,7 +35,8 @@ def _common_options(func):
         click.option("--device", default="auto", show_default=True, help="auto (cuda when there is one, else cpu) | cpu | cuda | cuda:N | mps"),
         click.option("--device-map", default=None, help="auto | balanced | sequential: spread a model that does not fit one device over all of them (accelerate)."),
         click.option("--dtype", default="float32", show_default=True, help="float32 | bfloat16 | float16"),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seeds every method's own randomness and, with --shuffle, the stream order."),
+        click.option("--seeds", default=None, metavar="S1,S2,...", help="Run once per seed into OUT/seed-S and print mean ± std over the seeds."),
         click.option("--threads", type=int, default=None, help="CPU threads for torch [default: torch's choice]; 1 when other jobs share the cores."),
         click.option("--batch-size", type=int, default=16, show_default=True, help="Scoring batch size."),
         click.option("--out", type=RunDirectory(), default=None, help="Run directory [default: runs/<command>-<time>]."),
@@ -54,106 +52,11 @@ def _common_options(func):
     return func
 
 
-@dataclass
-class Prepared:
-    harness: Any
-    out: Path
-    lock: Any  # the output directory's RunLock, held until the command ends
-
-
-def _prepare(
-    command: str, opts: dict[str, Any], runs: Sequence[tuple[Any, Any]], invocation: dict[str, Any], initial_state: Path | None = None
-) -> Prepared:
-    """Validate every input (data, schedule, scorers, model, each method's config and the state to start
-    from against the model) before the output directory is touched, so a mistake never leaves a
-    half-written run behind."""
-    import transformers
-
-    from editkit.data import load_requests, parse_columns, resolve_source
-    from editkit.evaluation.harness import Harness
-    from editkit.evaluation.schedules import Schedule
-    from editkit.evaluation.scorers import parse_scorers
-    from editkit.evaluation.checkpoints import open_run_to_resume
-    from editkit.evaluation.store import prepare_output_dir
-    from editkit.evaluation.validation import check_config_values, check_seed
-    from editkit.evaluation.streams import check_fits_model, make_stream
-    from editkit.models import context_length, load_model
-
-    check_seed(opts["seed"])
-    schedule = Schedule.parse(opts["schedule"], per_step=opts.get("edits_per_step", 1))
-    scorers = parse_scorers(opts["scorers"])
-    if opts["threads"] is not None:
-        if opts["threads"] < 1:
-            raise EditkitError(f"--threads must be at least 1, got {opts['threads']}")
-        import torch
-
-        torch.set_num_threads(opts["threads"])
-    if opts["batch_size"] < 1:
-        raise EditkitError(f"--batch-size must be at least 1, got {opts['batch_size']}")
-    if opts["checkpoint_every"] < 1:
-        raise EditkitError(f"--checkpoint-every must be at least 1, got {opts['checkpoint_every']}")
-    columns = parse_columns(opts["columns"]) if opts["columns"] else None
-    requests = load_requests(opts["data"], columns=columns)
-    num_edits = opts["num_edits"]
-    if num_edits is None and opts["data"] == DEFAULT_DATA:
-        num_edits = min(DEFAULT_NUM_EDITS, len(requests))
-    stream = make_stream(requests, num_edits, opts["seed"] if opts["shuffle"] else None, opts["start"])
-    source = resolve_source(opts["data"])
-    dataset_info = {"name": opts["data"], "path": str(source), "sha256": sha256_file(source) if source.is_file() else None}
-    transformers.utils.logging.disable_progress_bar()
-    loaded = load_model(
-        opts["model"], device=opts["device"], dtype=opts["dtype"], trust_remote_code=opts["trust_remote_code"],
-        device_map=opts.get("device_map"),
-    )  # fmt: skip
-    check_fits_model(stream, requests, loaded.tokenizer, context_length(loaded.model), source)
-    for spec, config in runs:
-        check_config_values(spec.name, config)
-        spec.check_requests(stream.requests)  # fields the method needs, e.g. a subject
-        editor = spec.build(loaded.model, loaded.tokenizer, config)  # e.g. a layer path that does not exist
-        editor.check_requests(stream.requests)  # e.g. a record without the subject the method needs
-        if initial_state is not None:
-            editor.load_state(initial_state)  # a corrupted state, or one of another model or config
-            editor.reset()
-    model_info = {
-        "model_id": loaded.model_id,
-        "weights_sha256": loaded.weights_sha256,
-        "dtype": loaded.dtype,
-        "device": loaded.device,
-        **({"device_map": loaded.device_map} if loaded.device_map else {}),
-    }
-    harness = Harness(
-        model=loaded.model,
-        tokenizer=loaded.tokenizer,
-        stream=stream,
-        schedule=schedule,
-        scorer_names=scorers,
-        model_info=model_info,
-        dataset_info=dataset_info,
-        seed=opts["seed"],
-        batch_size=opts["batch_size"],
-        progress=opts["progress"],
-        initial_state=initial_state,
-        checkpoint_every=opts["checkpoint_every"],
-    )
-    if opts["resume"] is not None:
-        lock = open_run_to_resume(opts["resume"], harness, runs, nested=command == "compare")
-        return Prepared(harness, lock.directory, lock)
-    out = opts["out"] or Path("runs") / f"{command}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    lock = prepare_output_dir(out, opts["overwrite"], invocation)
-    return Prepared(harness, lock.directory, lock)
-
-
 def _invocation(ctx: click.Context, command: str) -> dict[str, Any]:
     """The command and every option of this call, as JSON, so ``--resume`` can repeat it exactly."""
+    from editkit.api import invocation
 
-    def plain(value: Any) -> Any:
-        if isinstance(value, (tuple, list)):
-            return [plain(v) for v in value]
-        return str(value) if isinstance(value, Path) else value
-
-    # relative paths (--data, --model, ...) are kept as given, so every record of the run stays the same on
-    # resume; the working directory they are relative to is kept with them
-    return {"command": command, "cwd": os.getcwd(), "params": {k: plain(v) for k, v in ctx.params.items()}}
+    return invocation(command, ctx.params)
 
 
 def _resumed(ctx: click.Context, command: str) -> dict[str, Any] | None:
@@ -205,43 +108,37 @@ def cli() -> None:
 @click.pass_context
 def compare(ctx: click.Context, methods: str, overrides: tuple[str, ...], hparams_files: tuple[str, ...], **opts: Any) -> None:
     """Run several methods on the same stream and print one table (the unedited row 'none' first)."""
-    from editkit.evaluation.harness import compare as run_compare
-    from editkit.registry import baseline_names, default_comparison, get_editor_spec
+    from editkit import api
 
     resumed = _resumed(ctx, "compare")
     if resumed is not None:
         methods, overrides, hparams_files = resumed.pop("methods"), resumed.pop("overrides"), resumed.pop("hparams_files")
         opts = resumed
-
-    names = [m.strip() for m in methods.split(",") if m.strip()] if methods is not None else default_comparison()
-    if not names:
-        raise EditkitError("--methods is empty; see 'editkit methods'")
-    baselines = baseline_names()
-    names = baselines + [n for n in dict.fromkeys(names) if n not in baselines]
+    names = [m.strip() for m in methods.split(",") if m.strip()] if methods is not None else None
+    names = [c.name for c in api.compare_methods(names)]
     per_method: dict[str, dict[str, Any]] = {n: {} for n in names}
-    unused: list[tuple[Path, list[str]]] = []
+    files: dict[str, Path] = {}
     for item in hparams_files:
         method, file = _split_pair(item, "--hparams", "METHOD=FILE")
         if method not in per_method:
             raise EditkitError(f"--hparams {item}: use METHOD=FILE with METHOD one of {', '.join(names)}")
-        per_method[method], ignored = _hparams(get_editor_spec(method), Path(file))
-        unused.append((Path(file), ignored))
+        files[method] = Path(file)
     for item in overrides:
         key, value = _split_pair(item)
         method, _, field = key.partition(".")
         if not field or method not in per_method:
             raise EditkitError(f"--set {item}: use METHOD.KEY=VALUE with METHOD one of {', '.join(names)}")
         per_method[method][field] = value
-    runs = []
-    for name in names:
-        spec = get_editor_spec(name)
-        runs.append((spec, spec.make_config(**per_method[name])))
-    finish = _finisher(opts["with_report"])
-    prepared = _prepare("compare", opts, runs, _invocation(ctx, "compare"))
-    _report_unused(unused)
-    with prepared.lock:
-        rows = run_compare(prepared.harness, runs, prepared.out, resume=opts["resume"] is not None)
-    finish(rows, prepared.out)
+    config = api.CompareConfig(
+        methods=tuple(api.MethodChoice(n, per_method[n], files.get(n)) for n in names),
+        setup=api.setup_from_params(opts),
+        out=opts["out"],
+        overwrite=opts["overwrite"],
+        resume=opts["resume"] is not None,
+    )
+    if opts["resume"] is not None:
+        config = replace(config, out=opts["resume"])
+    _execute(ctx, "compare", config, api.compare, opts)
 
 
 @cli.command()
@@ -253,6 +150,7 @@ def compare(ctx: click.Context, methods: str, overrides: tuple[str, ...], hparam
 @click.pass_context
 def run(ctx: click.Context, method: str, overrides: tuple[str, ...], hparams_file: Path | None, load_state: Path | None, **opts: Any) -> None:
     """Run one method (config overrides with --set) and print its table."""
+    from editkit import api
     from editkit.registry import get_editor_spec
 
     resumed = _resumed(ctx, "run")
@@ -262,17 +160,46 @@ def run(ctx: click.Context, method: str, overrides: tuple[str, ...], hparams_fil
         opts = resumed
     if method is None:
         raise EditkitError("missing METHOD: editkit run METHOD [options] (see 'editkit methods')")
+    get_editor_spec(method)  # an unknown method before a malformed --set
+    config = api.RunConfig(
+        method=api.MethodChoice(method, dict(_split_pair(o) for o in overrides), hparams_file),
+        setup=api.setup_from_params(opts),
+        out=opts["resume"] if opts["resume"] is not None else opts["out"],
+        overwrite=opts["overwrite"],
+        resume=opts["resume"] is not None,
+        load_state=load_state,
+    )
+    _execute(ctx, "run", config, api.run, opts)
 
-    spec = get_editor_spec(method)
-    from_file, ignored = _hparams(spec, hparams_file) if hparams_file is not None else ({}, [])
-    config = spec.make_config(**{**from_file, **dict(_split_pair(o) for o in overrides)})
+
+def _execute(ctx: click.Context, command: str, config: Any, function: Any, opts: dict[str, Any]) -> None:
+    """Run ``config`` with ``function`` (once, or once per ``--seeds`` seed), then print the table."""
+    from editkit import api
+
     finish = _finisher(opts["with_report"])
-    prepared = _prepare("run", opts, [(spec, config)], _invocation(ctx, "run"), initial_state=load_state)
-    _report_unused([(hparams_file, ignored)] if hparams_file is not None else [])
-    with prepared.lock:
-        prepared.harness.prepare()
-        rows = prepared.harness.run(spec, config, prepared.out, resume=opts["resume"] is not None)
-    finish(rows, prepared.out)
+    seeds = opts.get("seeds")
+    if seeds is None:
+        result = function(config, _invocation(ctx, command))
+        finish(result.rows, result.out)
+        return
+    if ctx.get_parameter_source("seed") is not ParameterSource.DEFAULT:
+        raise EditkitError("--seed and --seeds: give one of them")
+
+    def invocation_of(one: Any) -> dict[str, Any]:
+        params = {**ctx.params, "seed": one.setup.seed, "seeds": None, "out": one.out}
+        return api.invocation(command, params)
+
+    result = api.over_seeds(config, api.parse_seeds(seeds), invocation_of)
+    for seed, one in result.results.items():
+        click.echo(f"seed {seed}: results: {one.out}")
+    click.echo(result.table())
+    click.echo(f"results: {result.out}")
+    if opts["with_report"]:
+        from editkit.reports.grid import build_root_report, write_root_report
+        from editkit.reports.report import REPORT_DIR
+
+        built = write_root_report(build_root_report(result.out), result.out / REPORT_DIR)
+        click.echo(f"report: {result.out / REPORT_DIR} ({len(built.files)} files)")
 
 
 def _split_pair(item: str, option: str = "--set", form: str = "KEY=VALUE") -> tuple[str, str]:
@@ -282,26 +209,6 @@ def _split_pair(item: str, option: str = "--set", form: str = "KEY=VALUE") -> tu
     return key.strip(), value
 
 
-def _hparams(spec: Any, path: Path) -> tuple[dict[str, Any], list[str]]:
-    """Config overrides from an EasyEdit hparams file of ``spec``'s method, and the keys editkit does not use."""
-    from editkit.easyedit import config_overrides, read_hparams
-
-    values, unused = config_overrides(spec.editor_class.config_class, read_hparams(path), str(path), spec.name)
-    try:
-        spec.make_config(**values)  # a value the config refuses is the file's fault: say which file
-    except EditkitError as exc:
-        raise EditkitError(f"--hparams {path}: {exc}") from None
-    return values, unused
-
-
-def _report_unused(files: Sequence[tuple[Path, list[str]]]) -> None:
-    """Say which keys of an hparams file were read but not used (run settings such as model_name and
-    device come from editkit's own options); only once every input is valid, so an error stays one line."""
-    for path, keys in files:
-        if keys:
-            click.echo(f"editkit: {path}: not used: {', '.join(keys)}", err=True)
-
-
 @cli.command()
 @click.argument("directories", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["md", "csv", "tex"]), default="md", show_default=True, help="How the tables are printed (all three are written).")
@@ -309,12 +216,58 @@ def _report_unused(files: Sequence[tuple[Path, list[str]]]) -> None:
 @click.option("--allow-mixed", is_flag=True, help="Merge runs of different models, datasets, streams, schedules or scorers; the caption states the differences.")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Draw the figures (PNG and SVG).")
 def report(directories: tuple[Path, ...], fmt: str, out: Path | None, allow_mixed: bool, plots: bool) -> None:
-    """Tables and figures from one or more run or compare directories (merged when they compare)."""
+    """Tables and figures from one or more run or compare directories (merged when they compare), or of a
+    whole grid or --seeds root (one table per model, dataset, schedule and scorer, mean ± std over seeds)."""
+    from editkit.reports.grid import is_root
     from editkit.reports.report import build_report, default_out, write_report
 
+    if len(directories) == 1 and is_root(directories[0]):
+        _report_root(directories[0], fmt, out, plots)
+        return
     target = out if out is not None else default_out(directories)
     built = build_report(directories, allow_mixed=allow_mixed)
     write_report(built, target, plots=plots)
+    click.echo(built.text(fmt), nl=False)
+    for note in built.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"report: {target} ({len(built.files)} files)", err=True)
+
+
+@cli.command()
+@click.argument("plan", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="The grid's root: one run directory per cell under ROOT/cells, and ROOT/grid.json.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="Worker processes on this machine, or one Ray task per cell.")
+@click.option("--address", default=None, help="A running Ray cluster (e.g. ray://host:10001 or auto) [default: a local one started for the grid].")
+@click.option("--max-parallel", type=int, default=None, help="Cells at once [default local: cores / threads per cell; ray: as the cluster's resources allow].")
+@click.option("--retries", type=int, default=1, show_default=True, help="Tries after the first before a failing cell is marked failed.")
+@click.option("--threads", type=int, default=None, help="CPU threads per cell [default: the plan's threads, else its resources.num_cpus].")
+@click.option("--status", is_flag=True, help="Print the cell table of ROOT (PLAN may be ROOT itself) and run nothing.")
+@click.option("--extend", is_flag=True, help="Accept a plan that adds cells to the grid already in ROOT.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def grid(plan: Path, out: Path | None, executor: str, address: str | None, max_parallel: int | None, retries: int, threads: int | None, status: bool, extend: bool, progress: bool) -> None:
+    """Run a grid plan (YAML): every cell once, skipping complete cells and resuming checkpointed ones."""
+    from editkit.grid import read_plan, run_grid, status_table
+
+    if status:
+        click.echo(status_table(out if out is not None else plan), nl=False)
+        return
+    if out is None:
+        raise EditkitError(f"editkit grid {plan}: give the grid's root with --out ROOT")
+    if threads is not None and threads < 1:
+        raise EditkitError(f"--threads must be at least 1, got {threads}")
+    result = run_grid(read_plan(plan, threads), out, executor, address, max_parallel, retries, extend, progress)
+    done = sum(c["status"] == "done" for c in result.record["cells"].values())
+    click.echo(f"grid: {done}/{len(result.record['cells'])} cells done ({len(result.ran)} run now); results: {out}")
+    if result.failed:
+        raise click.ClickException(f"grid: {len(result.failed)} cells failed: {', '.join(result.failed)} (errors in {out / 'grid.json'}, logs in {out / 'logs'})")
+
+
+def _report_root(root: Path, fmt: str, out: Path | None, plots: bool) -> None:
+    from editkit.reports.grid import build_root_report, write_root_report
+    from editkit.reports.report import REPORT_DIR
+
+    target = out if out is not None else root / REPORT_DIR
+    built = write_root_report(build_root_report(root), target, plots=plots)
     click.echo(built.text(fmt), nl=False)
     for note in built.notes:
         click.echo(f"note: {note}", err=True)

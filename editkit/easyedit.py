@@ -35,27 +35,29 @@ MAX_YAML_NODES = 10_000
 _INDEX = re.compile(r"\[(\d+)\]")
 
 
-def read_hparams(path: Path) -> dict[str, Any]:
-    """The top-level mapping of a YAML (or JSON) hparams file."""
+def read_hparams(path: Path, label: str | None = None) -> dict[str, Any]:
+    """The top-level mapping of a YAML (or JSON) hparams file (or of any YAML mapping: ``label`` starts each
+    message, ``--hparams PATH`` by default; ``editkit grid`` reads its plans with it)."""
+    label = label or f"--hparams {path}"
     import yaml
 
     try:
-        text = read_text(Path(path), f"--hparams {path}", MAX_HPARAMS_BYTES)
+        text = read_text(Path(path), label, MAX_HPARAMS_BYTES)
     except (OSError, UnicodeDecodeError) as exc:
-        raise EditkitError(f"--hparams {path}: cannot read ({first_line(exc)})") from None
+        raise EditkitError(f"{label}: cannot read ({first_line(exc)})") from None
     try:
         size = _expanded_size(yaml.compose(text, Loader=yaml.SafeLoader), {})
         if size > MAX_YAML_NODES:
-            raise EditkitError(f"--hparams {path}: expands to {size} YAML values (through its aliases), more than the {MAX_YAML_NODES} editkit reads")
+            raise EditkitError(f"{label}: expands to {size} YAML values (through its aliases), more than the {MAX_YAML_NODES} editkit reads")
         data = yaml.safe_load(text)
     except RecursionError:
-        raise EditkitError(f"--hparams {path}: nested too deeply to read") from None
+        raise EditkitError(f"{label}: nested too deeply to read") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise EditkitError(f"--hparams {path}: invalid YAML{where}: {getattr(exc, 'problem', None) or first_line(exc)}") from None
+        raise EditkitError(f"{label}: invalid YAML{where}: {getattr(exc, 'problem', None) or first_line(exc)}") from None
     if not isinstance(data, dict):
-        raise EditkitError(f"--hparams {path}: expected a mapping of keys to values, got {type(data).__name__}")
+        raise EditkitError(f"{label}: expected a mapping of keys to values, got {type(data).__name__}")
     return data
 
 

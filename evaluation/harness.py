@@ -97,6 +97,20 @@ class Harness:
             scorer.prepare(unedited, self.stream.requests, groups)
         self._prepared = True
 
+    def reference_predictions(self) -> dict[str, list[tuple[tuple[tuple[str, str], ...], list[torch.Tensor]]]]:
+        """The unedited predictions :meth:`prepare` computed, per scorer: what another run of this same
+        stream (model, batch size, schedule) can reuse instead of computing them again (``editkit grid``)."""
+        if not self._prepared:
+            self.prepare()
+        return {scorer.name: list(scorer._reference.items()) for scorer in self.scorers}
+
+    def use_reference_predictions(self, shared: dict[str, list[tuple[Any, list[torch.Tensor]]]]) -> None:
+        """Take the unedited predictions from :meth:`reference_predictions` of another run instead of
+        :meth:`prepare`; a locality set they lack still fails loudly at scoring time."""
+        for scorer in self.scorers:
+            scorer._reference = {tuple(tuple(pair) for pair in key): list(outputs) for key, outputs in shared[scorer.name]}
+        self._prepared = True
+
     def context(self, method: str) -> dict[str, str]:
         return {
             "method": method,

@@ -14,12 +14,9 @@ import argparse
 
 import numpy as np
 
-from editkit.data import load_requests
-from editkit.evaluation.streams import make_stream
+from editkit import api
 from editkit.methods.memoir import MemoirEditor
-from editkit.methods.memoir.config import MemoirConfig
 from editkit.methods.memoir.tophash import pack
-from editkit.models import load_model
 
 TAUS = (0.4, 0.45, 0.5, 0.55, 0.6)
 
@@ -38,11 +35,9 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
 
-    loaded = load_model(args.model)
-    stream = make_stream(load_requests(args.data), args.num_edits, start=args.start).requests
-    config = MemoirConfig().override(**dict(o.split("=", 1) for o in args.overrides))
-    editor = MemoirEditor(loaded.model, loaded.tokenizer, config)
-    editor.prepare([r.irrelevant for r in stream if r.irrelevant])
+    setup = api.Setup(data=args.data, start=args.start, num_edits=args.num_edits, model=args.model)
+    ready = api.ready_editor(setup, api.MethodChoice("memoir", dict(o.split("=", 1) for o in args.overrides)))
+    editor, stream, config = ready.editor, ready.stream.requests, ready.editor.config
     owners = [editor.database.add(row)[0] for row in pack(editor.prompt_masks([r.prompt for r in stream]))]
 
     rephrases = [(i, q) for i, r in enumerate(stream) for q in r.rephrases]

@@ -13,13 +13,10 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import torch
 
+from editkit import api
 from editkit.batching import encode
-from editkit.data import load_requests
-from editkit.evaluation.streams import make_stream
-from editkit.methods.wise import WiseConfig, WiseEditor
-from editkit.models import load_model
+from editkit.methods.wise import WiseEditor
 
 
 def gap_ratios(editor: WiseEditor, prompts: list[str]) -> np.ndarray:
@@ -37,11 +34,9 @@ def main() -> None:
     parser.add_argument("--num-edits", type=int, default=10)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    config = WiseConfig().override(**dict(item.split("=", 1) for item in args.overrides))
-    loaded = load_model(None)
-    stream = make_stream(load_requests(args.data), args.num_edits, None, args.start)
-    editor = WiseEditor(loaded.model, loaded.tokenizer, config)
+    setup = api.Setup(data=args.data, start=args.start, num_edits=args.num_edits, threads=1)
+    ready = api.ready_editor(setup, api.MethodChoice("wise", dict(item.split("=", 1) for item in args.overrides)))
+    editor, stream = ready.editor, ready.stream
     stats = [editor.edit(request) for request in stream.requests]
     groups = {
         "edit": [r.prompt for r in stream.requests],
