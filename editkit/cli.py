@@ -18,6 +18,7 @@ import click
 
 from .errors import EditkitError
 from .hashing import sha256_file
+from .protocol import with_run_options
 
 DEFAULT_DATA = "default"
 DEFAULT_NUM_EDITS = 50
@@ -32,7 +33,9 @@ def _common_options(func):
         click.option("--start", type=int, default=0, show_default=True, help="Skip this many requests first (e.g. a held-out slice)."),
         click.option("--shuffle/--no-shuffle", default=False, show_default=True, help="Take the first N of a --seed shuffle instead of file order."),
         click.option("--schedule", default="final", show_default=True, help="final | immediate | every:K | every:K,sample:S (score S evenly spaced requests)"),
-        click.option("--scorers", default="tf,gen", show_default=True, help="Comma list of tf, gen."),
+        click.option("--scorers", default="tf,gen", show_default=True, help="Comma list of tf, gen, wild (free generation: exact match, token F1, fluency)."),
+        click.option("--chat-template", type=click.Choice(["on", "off"]), default=None, help="Put every prompt (editing and scoring) through the model's chat template [default: off, or the --hparams file's use_chat_template]."),
+        click.option("--judge", default=None, metavar="MODULE:FUNCTION", help="An external judge for the wild scorer: judge(question, answer, reference) -> [0, 1], reported as wild-judge."),
         click.option("--model", default=None, help="HF model id or local path [default: the embedded SmolLM2-135M-Instruct]."),
         click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N"),
         click.option("--dtype", default="float32", show_default=True, help="float32 | bfloat16 | float16"),
@@ -74,6 +77,7 @@ def _prepare(
     from editkit.evaluation.store import INVOCATION, open_for_resume, prepare_output_dir, write_json_atomic
     from editkit.evaluation.streams import check_fits_model, make_stream
     from editkit.models import context_length, load_model
+    from editkit.protocol import protocol_options
 
     schedule = Schedule.parse(opts["schedule"])
     scorers = parse_scorers(opts["scorers"])
@@ -97,6 +101,8 @@ def _prepare(
     dataset_info = {"name": opts["data"], "path": str(source), "sha256": sha256_file(source) if source.is_file() else None}
     transformers.utils.logging.disable_progress_bar()
     loaded = load_model(opts["model"], device=opts["device"], dtype=opts["dtype"], trust_remote_code=opts["trust_remote_code"])
+    protocol = protocol_options(opts, scorers, stream, loaded)
+    stream = protocol.stream
     check_fits_model(stream, requests, loaded.tokenizer, context_length(loaded.model), source)
     for spec, config in runs:
         editor = spec.build(loaded.model, loaded.tokenizer, config)  # e.g. a layer path that does not exist
@@ -122,6 +128,9 @@ def _prepare(
         progress=opts["progress"],
         initial_state=initial_state,
         checkpoint_every=opts["checkpoint_every"],
+        scorer_options=protocol.scorer_options,
+        protocol=protocol.fields,
+        record=protocol.record,
     )
     if opts["resume"] is not None:
         return Prepared(harness, opts["resume"], open_for_resume(opts["resume"]))
@@ -236,12 +245,15 @@ def compare(ctx: click.Context, methods: str, overrides: tuple[str, ...], hparam
     names = ["none"] + [n for n in dict.fromkeys(names) if n != "none"]
     per_method: dict[str, dict[str, Any]] = {n: {} for n in names}
     unused: list[tuple[Path, list[str]]] = []
+    from_files: list[tuple[Path, dict[str, Any]]] = []
     for item in hparams_files:
         method, file = _split_pair(item, "--hparams", "METHOD=FILE")
         if method not in per_method:
             raise EditkitError(f"--hparams {item}: use METHOD=FILE with METHOD one of {', '.join(names)}")
-        per_method[method], ignored = _hparams(get_editor_spec(method), Path(file))
+        per_method[method], ignored, run_options = _hparams(get_editor_spec(method), Path(file))
         unused.append((Path(file), ignored))
+        from_files.append((Path(file), run_options))
+    opts = with_run_options(opts, from_files)
     for item in overrides:
         key, value = _split_pair(item)
         method, _, field = key.partition(".")
@@ -280,7 +292,8 @@ def run(ctx: click.Context, method: str, overrides: tuple[str, ...], hparams_fil
         raise EditkitError("missing METHOD: editkit run METHOD [options] (see 'editkit methods')")
 
     spec = get_editor_spec(method)
-    from_file, ignored = _hparams(spec, hparams_file) if hparams_file is not None else ({}, [])
+    from_file, ignored, run_options = _hparams(spec, hparams_file) if hparams_file is not None else ({}, [], {})
+    opts = with_run_options(opts, [(hparams_file, run_options)] if hparams_file is not None else [])
     config = spec.make_config(**{**from_file, **dict(_split_pair(o) for o in overrides)})
     finish = _finisher(opts["with_report"])
     prepared = _prepare("run", opts, [(spec, config)], _invocation(ctx, "run"), initial_state=load_state)
@@ -298,16 +311,18 @@ def _split_pair(item: str, option: str = "--set", form: str = "KEY=VALUE") -> tu
     return key.strip(), value
 
 
-def _hparams(spec: Any, path: Path) -> tuple[dict[str, Any], list[str]]:
-    """Config overrides from an EasyEdit hparams file of ``spec``'s method, and the keys editkit does not use."""
-    from editkit.easyedit import config_overrides, read_hparams
+def _hparams(spec: Any, path: Path) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+    """Config overrides from an EasyEdit hparams file of ``spec``'s method, the keys editkit does not use,
+    and the run options the file sets (its ``use_chat_template``)."""
+    from editkit.easyedit import config_overrides, read_hparams, run_options
 
-    values, unused = config_overrides(spec.editor_class.config_class, read_hparams(path), str(path), spec.name)
+    hparams = read_hparams(path)
+    values, unused = config_overrides(spec.editor_class.config_class, hparams, str(path), spec.name)
     try:
         spec.make_config(**values)  # a value the config refuses is the file's fault: say which file
     except EditkitError as exc:
         raise EditkitError(f"--hparams {path}: {exc}") from None
-    return values, unused
+    return values, unused, run_options(hparams, str(path))
 
 
 def _report_unused(files: Sequence[tuple[Path, list[str]]]) -> None:

@@ -28,6 +28,11 @@ KeyTable = Mapping[str, "str | Converter | None"]
 #: keys every EasyEdit file carries about the run, not the method; editkit has its own options for them
 RUN_KEYS = frozenset({"alg_name", "model_name", "device", "model_parallel", "batch_size", "max_length", "use_chat_template"})
 
+#: run keys that mean one of editkit's run options: EasyEdit key -> (option, how its value reads)
+RUN_OPTIONS: Mapping[str, tuple[str, Callable[[Any], Any]]] = {
+    "use_chat_template": ("chat_template", lambda value: "on" if value else "off"),
+}
+
 _INDEX = re.compile(r"\[(\d+)\]")
 
 
@@ -68,6 +73,8 @@ def config_overrides(config_class: type["EditorConfig"], hparams: Mapping[str, A
             known = ", ".join(sorted(set(table) | RUN_KEYS))
             raise ConfigError(f"--hparams {source}: unknown key '{key}' for {method}; known keys: {known}")
         rule = table.get(key)
+        if rule is None and key in RUN_OPTIONS:
+            continue  # a run option: see run_options
         if rule is None:
             unused.append(key)
         elif isinstance(rule, str):
@@ -78,6 +85,18 @@ def config_overrides(config_class: type["EditorConfig"], hparams: Mapping[str, A
             except ConfigError as exc:
                 raise ConfigError(f"--hparams {source}: key '{key}': {exc}") from None
     return overrides, unused
+
+
+def run_options(hparams: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The editkit run options an hparams file sets (``use_chat_template: true`` -> ``chat_template='on'``),
+    so a user's EasyEdit config runs the protocol it says rather than silently another one."""
+    options = {}
+    for key, (option, read) in RUN_OPTIONS.items():
+        if key in hparams:
+            if not isinstance(hparams[key], bool):
+                raise ConfigError(f"--hparams {source}: key '{key}': expected true or false, not {hparams[key]!r}")
+            options[option] = read(hparams[key])
+    return options
 
 
 # ------------------------------------------------------------------------ converters for the tables

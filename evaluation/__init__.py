@@ -2,7 +2,7 @@
 
 from .harness import Harness, compare
 from .schedules import Checkpoint, Schedule
-from .scorers import SCORERS, GenerationScorer, Score, Scorer, TeacherForcedScorer
+from .scorers import SCORERS, GenerationScorer, Score, Scorer, TeacherForcedScorer, WildScorer
 from .store import SummaryRow
 from .streams import Stream, make_stream, stream_hash
 
@@ -17,6 +17,7 @@ __all__ = [
     "Stream",
     "SummaryRow",
     "TeacherForcedScorer",
+    "WildScorer",
     "compare",
     "make_stream",
     "stream_hash",

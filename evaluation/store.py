@@ -25,6 +25,7 @@ except ImportError:  # Windows: runs are not locked there
     fcntl = None  # type: ignore[assignment]
 
 from .scorers import Score
+from .uncertainty import bootstrap_mean
 
 CONFIG, RESULTS, EDITS, SUMMARY, STATE = "config.json", "results.jsonl", "edits.jsonl", "summary.json", "state"
 #: written only for editors that report routing scores (see evaluation/routing.py)
@@ -50,6 +51,15 @@ class SummaryRow:
     model: str
     dataset: str
     stream: str
+    #: 95 % percentile bootstrap interval of ``mean`` over the edits, and the seed and resamples it used
+    ci_low: float | None = None
+    ci_high: float | None = None
+    ci_seed: int | None = None
+    ci_resamples: int | None = None
+    #: whether every prompt went through the model's chat template (part of the protocol)
+    chat_template: bool = False
+    #: the dev slice a tuned config was selected on (``editkit tune``), None for a config given by hand
+    tuned_on: str | None = None
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -282,21 +292,30 @@ def summarize(scores: Sequence[Score], context: dict[str, str], final_step: int,
     for s in scores:
         step = s.step if per_checkpoint else final_step
         groups.setdefault((s.metric, s.scorer, step), []).append(s.value)
-    return [
-        SummaryRow(
-            method=context["method"],
-            metric=metric,
-            scorer=scorer,
-            schedule=context["schedule"],
-            step=step,
-            mean=sum(values) / len(values),
-            n=len(values),
-            model=context["model"],
-            dataset=context["dataset"],
-            stream=context["stream"],
+    rows = []
+    for (metric, scorer, step), values in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0])):
+        interval = bootstrap_mean(values)
+        rows.append(
+            SummaryRow(
+                method=context["method"],
+                metric=metric,
+                scorer=scorer,
+                schedule=context["schedule"],
+                step=step,
+                mean=sum(values) / len(values),
+                n=len(values),
+                model=context["model"],
+                dataset=context["dataset"],
+                stream=context["stream"],
+                ci_low=interval.low,
+                ci_high=interval.high,
+                ci_seed=interval.seed,
+                ci_resamples=interval.resamples,
+                chat_template=context.get("chat_template") == "on",
+                tuned_on=context.get("tuned_on"),
+            )
         )
-        for (metric, scorer, step), values in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0]))
-    ]
+    return rows
 
 
 def read_summary(path: Path) -> list[dict[str, Any]]:
