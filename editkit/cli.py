@@ -304,6 +304,34 @@ def run(ctx: click.Context, method: str, overrides: tuple[str, ...], hparams_fil
     finish(rows, prepared.out)
 
 
+@cli.command()
+@click.argument("method")
+@click.option("--grid", "grid_items", multiple=True, required=True, metavar="KEY=V1,V2,...", help="Config values to try on the dev slice (repeat for more keys: every combination runs).")
+@click.option("--dev", "dev_slice", required=True, metavar="SLICE", help="Where to tune: a bundled name or data file, optionally NAME@START:COUNT (e.g. zsre-dev).")
+@click.option("--test", "test_slice", required=True, metavar="SLICE", help="Where to report the chosen config (e.g. default@0:50); must share no request with --dev.")
+@click.option("--criterion", type=click.Choice(["mean", "rel", "gen", "loc"]), default="mean", show_default=True, help="What the choice maximises, under the first of --scorers.")
+@_common_options
+@click.pass_context
+def tune(ctx: click.Context, method: str, grid_items: tuple[str, ...], dev_slice: str, test_slice: str, criterion: str, **opts: Any) -> None:
+    """Choose METHOD's config on a dev slice by grid search, then run it on a disjoint test slice."""
+    from editkit.tune import parse_grid, parse_slice, render_dev_scores
+    from editkit.tune import tune as run_tune
+
+    from click.core import ParameterSource
+
+    given = [f"--{k.replace('_', '-')}" for k in ("data", "num_edits", "start", "shuffle", "resume") if ctx.get_parameter_source(k) is not ParameterSource.DEFAULT]
+    if given:
+        raise EditkitError(f"tune: {', '.join(given)} cannot be used; --dev and --test say which requests run")
+    dev, test = parse_slice(dev_slice, "--dev"), parse_slice(test_slice, "--test")
+    grid = parse_grid(grid_items)
+    opts["out"] = opts["out"] or Path("runs") / f"tune-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    finish = _finisher(opts["with_report"])
+    invocation = _invocation(ctx, "tune")
+    result = run_tune(method, grid, dev, test, criterion, opts, lambda o, runs: _prepare("tune", o, runs, invocation))
+    click.echo(render_dev_scores(result, criterion), nl=False)
+    finish(result.test_rows, result.out)
+
+
 def _split_pair(item: str, option: str = "--set", form: str = "KEY=VALUE") -> tuple[str, str]:
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
