@@ -85,18 +85,19 @@ def test_wild_locality_is_exactly_one_for_the_unedited_model_and_drops_for_a_cha
     model, tok = tiny_model_and_tokenizer()
     stream = [
         EditRequest(str(i), f"Question {i}?", f"answer {i}", rephrases=(f"Q{i}?",), locality=[(f"Other fact {i} is", "x"), (f"Fact {i}", "y")])
-        for i in range(5)
+        for i in range(3)
     ]
-    scorer = WildScorer(tok, batch_size=2)
+    scorer = WildScorer(tok, batch_size=4)  # locality pairs in two batches
+    scorer.fluency_tokens = 8
     unedited = UneditedEditor(model, tok)
-    scorer.prepare(unedited, stream, [tuple(range(5))])
-    rows = scorer.score(unedited, stream, 5, tuple(range(5)), tuple(range(5)))
+    scorer.prepare(unedited, stream, [tuple(range(3))])
+    rows = scorer.score(unedited, stream, 3, tuple(range(3)), tuple(range(3)))
     locality = [r for r in rows if r.metric == "locality"]
-    assert {r.scorer for r in locality} == {"wild", "wild-f1"} and len(locality) == 10
+    assert {r.scorer for r in locality} == {"wild", "wild-f1"} and len(locality) == 6
     assert all(r.value == 1.0 for r in locality)
     assert {r.metric for r in rows} == {"reliability", "generalization", "locality", "fluency"}  # no portability here
     changed, _ = tiny_model_and_tokenizer(seed=3)
-    after = scorer.score(UneditedEditor(changed, tok), stream, 5, tuple(range(5)), tuple(range(5)))
+    after = scorer.score(UneditedEditor(changed, tok), stream, 3, tuple(range(3)), tuple(range(3)))
     assert any(r.value < 1.0 for r in after if r.metric == "locality")
 
 
@@ -107,6 +108,7 @@ def test_portability_is_scored_by_every_scorer_where_requests_carry_it():
     stream = [EditRequest("0", "Q?", "a", locality=[("L", "b")], portability=[("Hop question?", "c"), ("Other hop?", "d")])]
     for name, scorer_class in SCORERS.items():
         scorer = scorer_class(tok)
+        scorer.fluency_tokens = 4
         editor = UneditedEditor(model, tok)
         scorer.prepare(editor, stream, [(0,)])
         rows = [r for r in scorer.score(editor, stream, 1, (0,), (0,)) if r.metric == "portability"]
