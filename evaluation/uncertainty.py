@@ -76,15 +76,20 @@ def _metric_matrix(per_metric: Sequence[Scores], ids: Sequence[str]) -> tuple[np
     return values, present
 
 
-def _mean_of_means(values: np.ndarray, present: np.ndarray, draws: np.ndarray | None) -> np.ndarray:
-    """Mean over metrics of each metric's mean over the (resampled) ids; one number per resample."""
+def _mean_of_means(values: np.ndarray, present: np.ndarray, draws: np.ndarray | None, chunk: int = 100) -> np.ndarray:
+    """Mean over metrics of each metric's mean over the (resampled) ids; one number per resample (taken
+    ``chunk`` resamples at a time, so thousands of edits need no gigabytes)."""
     if draws is None:
         draws = np.arange(values.shape[1])[None, :]
-    counts = present[:, draws].sum(axis=2)  # [metrics, resamples]
-    sums = (values * present)[:, draws].sum(axis=2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = sums / counts
-    return means.mean(axis=0)  # nan where a resample drew no id of some metric
+    weighted = values * present
+    out = []
+    for start in range(0, len(draws), chunk):
+        part = draws[start : start + chunk]
+        counts = present[:, part].sum(axis=2)  # [metrics, resamples]
+        sums = weighted[:, part].sum(axis=2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.append((sums / counts).mean(axis=0))  # nan where a resample drew no id of some metric
+    return np.concatenate(out)
 
 
 def combined_mean(per_metric: Sequence[Scores], seed: int = BOOTSTRAP_SEED, resamples: int = RESAMPLES) -> Interval:

@@ -10,7 +10,7 @@ from typing import Any, Iterable, Sequence
 
 from editkit.evaluation.uncertainty import Interval, Scores, combined_mean, significant_leader
 
-from .formats import Row, Table, markdown_grid, shown, shown_interval
+from .formats import Row, Table, markdown_grid, shown
 from .merging import Series, caption, is_mixed, scorer_name
 
 METRIC_ORDER = ("reliability", "generalization", "locality")
@@ -199,6 +199,12 @@ def final_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if int(r["step"]) == last[r["method"]]]
 
 
+def _short(value: float) -> str:
+    """A bound in two decimals without the leading zero (.81), to keep the terminal table narrow."""
+    text = f"{value:.2f}"
+    return text[1:] if text.startswith("0.") else text
+
+
 def render_table(rows: Iterable[dict[str, Any]]) -> str:
     """The wide Markdown table a run ends with: every scorer's Rel/Gen/Loc side by side, then one caption line."""
     rows = final_rows(rows)
@@ -213,8 +219,9 @@ def render_table(rows: Iterable[dict[str, Any]]) -> str:
         row = by_key.get((method, scorer, metric))
         if row is None:
             return shown(None)
-        bounds = (float(row["ci_low"]), float(row["ci_high"])) if row.get("ci_low") is not None else None
-        return shown(float(row["mean"])) + shown_interval(bounds)
+        if row.get("ci_low") is None:
+            return shown(float(row["mean"]))
+        return f"{shown(float(row['mean']))} [{_short(float(row['ci_low']))},{_short(float(row['ci_high']))}]"
 
     header = ["method"] + [f"{s} {SHORT[m]}" for s, m in columns]
     body = [[method] + [cell(method, s, m) for s, m in columns] for method in methods]

@@ -1,6 +1,7 @@
 """``--chat-template on``: every prompt a method edits with or a scorer reads goes through the template."""
 
 import json
+import shutil
 
 import pytest
 import yaml
@@ -107,11 +108,11 @@ def test_templated_stream_is_another_stream_and_a_model_without_a_template_is_re
 
 
 @pytest.fixture(scope="module")
-def template_dir(tmp_path_factory):
+def template_dir(tiny_dir, tmp_path_factory):
+    """The CLI tests' tiny model, its tokenizer saved with a chat template."""
     path = tmp_path_factory.mktemp("tiny-chat")
-    model, tok = templated_tokenizer()
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
+    shutil.copytree(tiny_dir, path, dirs_exist_ok=True)
+    templated_tokenizer()[1].save_pretrained(path)
     return path
 
 
