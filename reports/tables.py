@@ -117,6 +117,14 @@ def _extra_metrics(series: Sequence[Series]) -> tuple[str, ...]:
     return tuple(m for m in EXTRA_METRICS if m in found)
 
 
+def _title(extra: Sequence[str]) -> str:
+    if not extra:
+        return "Reliability (Rel), generalization (Gen), locality (Loc) and their mean after the stream"
+    named = [f"{m} ({EXTRA_HEADERS[m]})" for m in extra]
+    rest = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+    return f"Reliability (Rel), generalization (Gen), locality (Loc), their mean, {rest} after the stream"
+
+
 def results_tables(series: Sequence[Series]) -> list[Table]:
     tables = []
     extra = _extra_metrics(series)
@@ -154,8 +162,7 @@ def results_tables(series: Sequence[Series]) -> list[Table]:
         note += " In brackets: 95 % bootstrap interval over edits." if any(r.intervals and any(r.intervals) for r in rows) else ""
         tables.append(
             Table(
-                title="Reliability (Rel), generalization (Gen), locality (Loc) and their mean after the stream"
-                + "".join(f", {m}" for m in extra),
+                title=_title(extra),
                 caption=caption(rows_of, scorer),
                 label_header="method",
                 headers=HEADERS + tuple(EXTRA_HEADERS[m] for m in extra),
