@@ -22,6 +22,9 @@ BOOTSTRAP_SEED = 0
 #: resamples per interval; the percentile bounds move by less than .005 between runs of 1,000 on 50 edits
 RESAMPLES = 1000
 LEVEL = 0.95
+#: fewer shared edits than this and no lead is called significant: the percentile bootstrap of a handful
+#: of edits is far too sure of itself (3 edits that all favour one method give an interval above 0)
+MIN_EDITS_FOR_SIGNIFICANCE = 10
 
 #: per-edit scores of one metric: edit id -> value
 Scores = Mapping[str, float]
@@ -127,7 +130,8 @@ def paired_difference(
 
 def significant_leader(candidates: Mapping[int, Sequence[Scores]], estimates: Mapping[int, float]) -> int | None:
     """The candidate with the highest estimate if its paired lead over every other candidate is
-    significant (the interval of the difference excludes 0), else None."""
+    significant (the interval of the difference lies above 0, over at least
+    :data:`MIN_EDITS_FOR_SIGNIFICANCE` shared edits), else None."""
     if len(candidates) < 2:
         return None
     leader = max(estimates, key=lambda k: (estimates[k], -k))
@@ -138,6 +142,6 @@ def significant_leader(candidates: Mapping[int, Sequence[Scores]], estimates: Ma
             difference = paired_difference(candidates[leader], scores)
         except ValueError:
             return None  # nothing shared to compare on: no lead can be shown
-        if not difference.low > 0:
+        if not difference.low > 0 or difference.n < MIN_EDITS_FOR_SIGNIFICANCE:
             return None
     return leader

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
-from editkit.evaluation.uncertainty import Interval, Scores, combined_mean, significant_leader
+from editkit.evaluation.uncertainty import MIN_EDITS_FOR_SIGNIFICANCE, Interval, Scores, combined_mean, significant_leader
 
 from .formats import Row, Table, markdown_grid, shown
 from .merging import Series, caption, is_mixed, scorer_name
@@ -157,7 +157,7 @@ def results_tables(series: Sequence[Series]) -> list[Table]:
         else:
             note = (
                 "Bold: best per column among the edited methods, only where its lead over every other one is significant "
-                "(paired bootstrap over edits, 95 %)" + (f"; {baseline} is the unedited reference." if baseline else ".")
+                f"(paired bootstrap over edits, 95 %, at least {MIN_EDITS_FOR_SIGNIFICANCE} edits)" + (f"; {baseline} is the unedited reference." if baseline else ".")
             )
         note += " In brackets: 95 % bootstrap interval over edits." if any(r.intervals and any(r.intervals) for r in rows) else ""
         tables.append(

@@ -78,3 +78,34 @@ def test_significant_leader_needs_a_paired_lead_over_every_other():
     close = {0: [scores(base + noise * 0.1 + 0.005)], 1: [scores(base)]}
     assert significant_leader(close, {0: float(np.mean(base + noise * 0.1 + 0.005)), 1: float(base.mean())}) is None
     assert significant_leader({0: [scores(base)]}, {0: 1.0}) is None  # one candidate: nothing to lead
+    few = {0: [scores([1.0, 1.0, 1.0])], 1: [scores([0.0, 0.0, 0.0])]}
+    assert paired_difference(few[0], few[1]).low == 1.0  # three edits: the bootstrap is sure ...
+    assert significant_leader(few, {0: 1.0, 1: 0.0}) is None  # ... but three edits are too few to tell
+
+
+def test_tables_mark_a_column_only_where_the_lead_is_significant():
+    from editkit.reports.tables import significant_marks
+
+    n = 40
+    base = np.linspace(0, 0.8, n)
+    wobble = np.random.default_rng(2).normal(0, 0.2, n)
+
+    def run(rel, gen, loc):
+        return {"reliability": scores(rel), "generalization": scores(gen), "locality": scores(loc)}
+
+    reference = run(base, base, np.ones(n))
+    clear = run(base + 0.2, base, np.ones(n))  # far better reliability, the same generalization
+    close = run(base + 0.2 + wobble * 0.05, base, np.ones(n))  # as good as clear, give or take noise
+    keys = ("reliability", "generalization", "locality", "mean")
+    per_edit = [reference, clear, run(base, base, np.ones(n))]
+    values = [tuple(float(np.mean(list(r[m].values()))) for m in keys[:3]) + (0.0,) for r in per_edit]
+    values = [v[:3] + (sum(v[:3]) / 3,) for v in values]
+    marks = significant_marks(keys, values, per_edit, [False, True, True])
+    assert marks[0] == frozenset() and marks[2] == frozenset()  # the reference is never marked
+    assert marks[1] == frozenset({0, 3})  # reliability and mean: a clear lead; generalization, locality: ties
+    tight = [reference, clear, close]
+    tight_values = [tuple(float(np.mean(list(r[m].values()))) for m in keys[:3]) for r in tight]
+    tight_values = [v + (sum(v) / 3,) for v in tight_values]
+    tight_marks = significant_marks(keys, tight_values, tight, [False, True, True])
+    assert not tight_marks[1] & {0, 3} and not tight_marks[2] & {0, 3}  # a noisy near-tie: neither marked
+    assert significant_marks(keys, values, [reference, clear, None], [False, True, True]) is None  # no per-edit scores
