@@ -139,7 +139,7 @@ def tune(
     """Run ``grid`` on ``dev``, select by ``criterion`` (on the first of the run's scorers), run the
     chosen config with the unedited reference on ``test``; nothing runs if the slices overlap or any grid
     value is refused by the method's config."""
-    from editkit.data import load_requests
+    from editkit.data import load_requests, parse_columns
     from editkit.evaluation.store import write_json_atomic
     from editkit.evaluation.streams import make_stream
     from editkit.registry import get_editor_spec
@@ -151,10 +151,11 @@ def tune(
     spec, reference = get_editor_spec(method), get_editor_spec("none")
     points = grid_points(grid)
     configs = [spec.make_config(**point) for point in points]  # a bad key or value, before anything runs
+    columns = parse_columns(opts["columns"]) if opts.get("columns") else None
     streams = []
     for slice_ in (dev, test):
         count = slice_.count if slice_.count is not None or slice_.data != DEFAULT_DATA else DEFAULT_NUM_EDITS
-        streams.append(make_stream(load_requests(slice_.data), count, None, slice_.start).requests)
+        streams.append(make_stream(load_requests(slice_.data, columns=columns), count, None, slice_.start).requests)
     check_disjoint(*streams, dev, test)
     out = Path(opts["out"])
     scorer = str(opts["scorers"]).split(",")[0].strip()
