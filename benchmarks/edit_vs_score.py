@@ -16,6 +16,7 @@ import argparse
 from collections import defaultdict
 from pathlib import Path
 
+from editkit.evaluation.schema import EditRow, TimingRow
 from editkit.reports.loading import read_jsonl
 
 
@@ -27,9 +28,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     total_editing = total_scoring = 0.0
     for method_dir in sorted(p for p in args.run_dir.iterdir() if (p / "edits.jsonl").is_file()):
-        edits = read_jsonl(method_dir / "edits.jsonl", ("step", "seconds"))
+        edits = read_jsonl(method_dir / "edits.jsonl", EditRow)
         timings_file = method_dir / "timings.jsonl"
-        timings = read_jsonl(timings_file, ("what", "seconds")) if timings_file.is_file() else []
+        timings = read_jsonl(timings_file, TimingRow) if timings_file.is_file() else []
         if not timings:
             print(f"| {method_dir.name} | {len(edits)} | – | – | no timings.jsonl (run older than it) | – |")
             continue

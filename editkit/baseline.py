@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from .editor import Editor
-from .registry import register_editor
 from .requests import EditRequest
 
-
-#: the method name of the unedited row; reports show it first, as the reference, and never rank it
+#: the name the baseline is registered under (editkit's pyproject.toml, ``editkit.editors`` entry points)
 BASELINE_METHOD = "none"
 
 
-@register_editor(BASELINE_METHOD)
 class UneditedEditor(Editor):
     """Ignores every edit: its scores are the pre-edit baseline (row ``none``)."""
+
+    is_baseline: ClassVar[bool] = True
 
     def edit(self, request: EditRequest) -> dict[str, Any]:
         return {"iterations": 0, "seconds": 0.0}

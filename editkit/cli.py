@@ -25,9 +25,9 @@ DEFAULT_NUM_EDITS = 50
 
 
 def _common_options(func):
-    """The options ``compare`` and ``run`` share (DESIGN §4)."""
+    """The options ``compare`` and ``run`` share (docs/design.md, "Protocol")."""
     options = [
-        click.option("--data", default=DEFAULT_DATA, show_default=True, help="Bundled name (see --help of 'editkit data') or a dataset file."),
+        click.option("--data", default=DEFAULT_DATA, show_default=True, help="A bundled stream (default: ZsRE records 0-299; zsre-dev: the tuning slice) or the path of a dataset file or directory (see README, datasets)."),
         click.option("--columns", default=None, help="Column spec for other datasets, e.g. 'prompt=question,target=answer'."),
         click.option("--num-edits", type=int, default=None, help=f"Length of the stream [default: {DEFAULT_NUM_EDITS} for the bundled stream, else the whole file]."),
         click.option("--start", type=int, default=0, show_default=True, help="Skip this many requests first (e.g. a held-out slice)."),
@@ -105,6 +105,7 @@ def _prepare(
     stream = protocol.stream
     check_fits_model(stream, requests, loaded.tokenizer, context_length(loaded.model), source)
     for spec, config in runs:
+        spec.check_requests(stream.requests)  # fields the method needs, e.g. a subject
         editor = spec.build(loaded.model, loaded.tokenizer, config)  # e.g. a layer path that does not exist
         if initial_state is not None:
             editor.load_state(initial_state)  # a corrupted state, or one of another model or config
@@ -224,7 +225,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--methods", default="memoir,ft", show_default=True, help="Comma list of registered methods ('editkit methods').")
+@click.option("--methods", default=None, help="Comma list of registered methods ('editkit methods') [default: the methods that declare themselves part of the default comparison].")
 @click.option("--set", "overrides", multiple=True, metavar="METHOD.KEY=VALUE", help="Config override for one method of the comparison.")
 @click.option("--hparams", "hparams_files", multiple=True, metavar="METHOD=FILE", help="An EasyEdit hparams YAML for one method of the comparison (--set wins over it).")
 @_common_options
@@ -232,17 +233,18 @@ def cli() -> None:
 def compare(ctx: click.Context, methods: str, overrides: tuple[str, ...], hparams_files: tuple[str, ...], **opts: Any) -> None:
     """Run several methods on the same stream and print one table (the unedited row 'none' first)."""
     from editkit.evaluation.harness import compare as run_compare
-    from editkit.registry import get_editor_spec
+    from editkit.registry import baseline_names, default_comparison, get_editor_spec
 
     resumed = _resumed(ctx, "compare")
     if resumed is not None:
         methods, overrides, hparams_files = resumed.pop("methods"), resumed.pop("overrides"), resumed.pop("hparams_files")
         opts = resumed
 
-    names = [m.strip() for m in methods.split(",") if m.strip()]
+    names = [m.strip() for m in methods.split(",") if m.strip()] if methods is not None else default_comparison()
     if not names:
         raise EditkitError("--methods is empty; see 'editkit methods'")
-    names = ["none"] + [n for n in dict.fromkeys(names) if n != "none"]
+    baselines = baseline_names()
+    names = baselines + [n for n in dict.fromkeys(names) if n not in baselines]
     per_method: dict[str, dict[str, Any]] = {n: {} for n in names}
     unused: list[tuple[Path, list[str]]] = []
     from_files: list[tuple[Path, dict[str, Any]]] = []
@@ -383,12 +385,14 @@ def report(directories: tuple[Path, ...], fmt: str, out: Path | None, allow_mixe
 @cli.command()
 def methods() -> None:
     """Registered editors (built-in and plug-ins) and their default configs."""
-    from editkit.registry import available_editors
+    from editkit.registry import available_editors, failed_editors
 
     for name, spec in available_editors().items():
         config = spec.make_config().to_dict()
         summary = ", ".join(f"{k}={v}" for k, v in config.items())
         click.echo(f"{name:<10} {spec.source:<10} {spec.editor_class.__name__}({summary})")
+    for name, reason in failed_editors().items():
+        click.echo(f"{name:<10} {'failed':<10} {reason}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Mapping
 
+from .editor import Converter, EditorConfig, KeyTable
 from .errors import ConfigError, EditkitError, first_line
 
-if TYPE_CHECKING:
-    from .editor import EditorConfig
-
-Converter = Callable[[Any, Mapping[str, Any]], dict[str, Any]]
-KeyTable = Mapping[str, "str | Converter | None"]
+__all__ = ["Converter", "KeyTable", "choice", "config_overrides", "module_from_inner_params", "module_from_layers", "only", "read_hparams"]
 
 #: keys every EasyEdit file carries about the run, not the method; editkit has its own options for them
 RUN_KEYS = frozenset({"alg_name", "model_name", "device", "model_parallel", "batch_size", "max_length", "use_chat_template"})
@@ -57,7 +54,7 @@ def read_hparams(path: Path) -> dict[str, Any]:
     return data
 
 
-def config_overrides(config_class: type["EditorConfig"], hparams: Mapping[str, Any], source: str, method: str) -> tuple[dict[str, Any], list[str]]:
+def config_overrides(config_class: type[EditorConfig], hparams: Mapping[str, Any], source: str, method: str) -> tuple[dict[str, Any], list[str]]:
     """The config overrides an hparams file means for ``method``, and the keys it holds that editkit does
     not use. Overrides are checked when the config is built from them, like ``--set`` values."""
     table = config_class.easyedit_keys

@@ -24,19 +24,24 @@ from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 from .batching import PromptBatch
-from .easyedit import KeyTable
 from .errors import ConfigError, EditkitError, first_line
 from .requests import EditRequest
 
 STATE_TENSORS = "state.safetensors"
 STATE_META = "state.json"
+
+#: how one EasyEdit hparams key becomes config fields: ``(value, whole file) -> {field: value}``
+Converter = Callable[[Any, Mapping[str, Any]], dict[str, Any]]
+#: a method's EasyEdit key table (read by :mod:`editkit.easyedit`, declared here so the contract does not
+#: depend on the adapter): key -> field name, converter, or None for a key that is known and not used
+KeyTable = Mapping[str, "str | Converter | None"]
 
 
 @dataclass
@@ -142,11 +147,27 @@ def _forward_params(model_class: type) -> frozenset[str]:
 
 
 class Editor(ABC):
-    """Abstract editor. Subclasses set ``config_class`` and implement :meth:`edit` and :meth:`reset`."""
+    """Abstract editor. Subclasses set ``config_class`` and implement :meth:`edit` and :meth:`reset`.
+
+    What is special about a method is declared here, as class attributes, never inferred from its name:
+    shared code (the harness, the CLI, the conformance suite) reads these and nothing else.
+    """
 
     config_class: ClassVar[type[EditorConfig]] = EditorConfig
-    #: set by :func:`editkit.registry.register_editor`
-    name: ClassVar[str] = ""
+    #: the registered name this editor was built under; set in one place, :meth:`EditorSpec.build
+    #: <editkit.registry.EditorSpec.build>` (one class may serve several names, e.g. ``ft`` and ``ft-l``)
+    name: str = ""
+    #: the editor changes the model's own weights (and restores them on :meth:`reset`); the conformance
+    #: suite then skips its "base weights unchanged" check
+    modifies_base_weights: ClassVar[bool] = False
+    #: the unedited reference row of every comparison (shown first, never ranked, never edited)
+    is_baseline: ClassVar[bool] = False
+    #: :class:`EditRequest` fields every request must carry for this method (e.g. ``("subject",)``),
+    #: checked for the whole stream before the first edit (:func:`check_required_fields`)
+    required_fields: ClassVar[tuple[str, ...]] = ()
+    #: named config variants the conformance suite runs besides the defaults, e.g. ``{"retrieve":
+    #: {"retrieve": True}}``: every code path a config switches on must meet every check
+    conformance_variants: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, config: EditorConfig | None = None):
         self.model = model
@@ -279,3 +300,13 @@ class Editor(ABC):
         except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
             # a state that parses but does not fit this editor (another model, another config)
             raise EditkitError(f"{directory}: state does not fit this {self.name} editor ({first_line(exc)})") from None
+
+
+def check_required_fields(method: str, editor_class: type[Editor], requests: Sequence[EditRequest]) -> None:
+    """Refuse a stream in which a request lacks a field ``editor_class`` declares it needs, naming the first
+    such request; called before the first edit, so a missing subject never fails hours into a stream."""
+    for field_name in editor_class.required_fields:
+        for request in requests:
+            value = getattr(request, field_name, None)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                raise EditkitError(f"method '{method}' needs '{field_name}' in every request; request '{request.id}' has none")

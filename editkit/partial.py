@@ -221,3 +221,19 @@ def lower_parts_match(short: LowerPart, full: LowerPart, valid: torch.Tensor) ->
     """Whether two lower passes agree at the real tokens (``valid`` [B, T]), up to rounding."""
     pairs = zip((short.module_in, short.module_out, short.block_out), (full.module_in, full.module_out, full.block_out))
     return all(a.shape == b.shape and logits_match(a[valid], b[valid]) for a, b in pairs)
+
+
+def block_input(model: torch.nn.Module, blocks_path: str, index: int, forward: dict[str, Any]) -> torch.Tensor | None:
+    """The hidden states entering block ``index`` for the forward arguments ``forward``, the forward
+    stopped right there (None when the block was not reached or gets no tensor)."""
+    captured: list[torch.Tensor] = []
+
+    def grab(_module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = args[0] if args else kwargs.get("hidden_states")
+        if isinstance(hidden, torch.Tensor):
+            captured.append(hidden.detach())
+        raise _Stop
+
+    block = resolve_module(model, f"{blocks_path}.{index}")
+    forward_until_stop(model, forward, [block.register_forward_pre_hook(grab, with_kwargs=True)])
+    return captured[0] if captured else None

@@ -21,7 +21,7 @@ CHAT_TEMPLATE_DEFAULT = "off"
 class ProtocolOptions:
     stream: Any  # the Stream to run: templated when the chat template is on
     scorer_options: dict[str, Any]
-    fields: dict[str, str]  # on every row
+    fields: dict[str, Any]  # on every row
     record: dict[str, Any]  # in every config.json
 
 
@@ -58,4 +58,4 @@ def protocol_options(opts: Mapping[str, Any], scorers: Sequence[str], stream: An
             raise EditkitError(f"--judge {judge}: judges the wild scorer's answers; add wild to --scorers")
         scorer_options.update(judge=load_judge(judge), judge_name=judge)
         record["judge"] = judge
-    return ProtocolOptions(stream, scorer_options, {"chat_template": "on" if chat else "off"}, record)
+    return ProtocolOptions(stream, scorer_options, {"chat_template": chat}, record)

@@ -63,7 +63,7 @@ class Harness:
     #: scorer settings (``judge``: the wild scorer's external judge callable)
     scorer_options: dict[str, Any] = field(default_factory=dict)
     #: protocol fields beyond the defaults that go on every row (``chat_template``, ``tuned_on``)
-    protocol: dict[str, str] = field(default_factory=dict)
+    protocol: dict[str, Any] = field(default_factory=dict)
     #: entries added to every config.json (the chat template, a judge's name, how a config was tuned)
     record: dict[str, Any] = field(default_factory=dict)
     scorers: list[Scorer] = field(init=False)
@@ -83,7 +83,7 @@ class Harness:
             scorer.prepare(unedited, self.stream.requests, groups)
         self._prepared = True
 
-    def context(self, method: str) -> dict[str, str]:
+    def context(self, method: str) -> dict[str, Any]:
         return {
             "method": method,
             "model": str(self.model_info.get("model_id")),
@@ -142,6 +142,7 @@ class Harness:
         last = read_checkpoint(directory) if resume else Checkpoint(0, None, False)
         if last.complete:
             return summarize(_scores(results_up_to(directory, last.step)), context, len(requests), per_checkpoint)
+        spec.check_requests(requests)  # before the first edit: a field the method needs is missing
         editor = spec.build(self.model, self.tokenizer, config)
         editor.prepare([r.irrelevant for r in self.stream.requests if r.irrelevant])
         scores: list[Score] = []

@@ -15,6 +15,11 @@ from editkit.errors import EditkitError
 from editkit.requests import EditRequest
 
 from .schedules import Checkpoint
+from .schema import RoutingRow, required_fields
+
+#: the fields of a routing row that come from the editor's scores (the others are the run's context)
+SCORED_FIELDS = ("step", "edit_id", "kind", "score", "threshold", "score_name")
+assert set(SCORED_FIELDS) <= set(required_fields(RoutingRow))
 
 #: in scope: the edit's own prompt and its rephrases; out of scope: the locality prompts
 KINDS = ("edit", "rephrase", "locality")
@@ -36,8 +41,10 @@ def routing_prompts(stream: Sequence[EditRequest], checkpoint: Checkpoint) -> li
 def routing_rows(
     editor: Editor, tokenizer: Any, prompts: Sequence[RoutingPrompt], step: int, batch_size: int
 ) -> Iterator[list[dict[str, Any]]]:
-    """Rows of ``routing.jsonl``, one batch at a time so they can be written as they are produced; nothing
-    at all when the editor does not route (its :meth:`~editkit.editor.Editor.routing_scores` is None)."""
+    """Rows of ``routing.jsonl`` (the fields of :class:`~editkit.evaluation.schema.RoutingRow` the editor
+    decides; the writer adds the run's context), one batch at a time so they can be written as they are
+    produced; nothing at all when the editor does not route (its
+    :meth:`~editkit.editor.Editor.routing_scores` is None)."""
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
         batch = encode(tokenizer, [p for _, _, p in chunk], None, "right")
@@ -49,13 +56,6 @@ def routing_rows(
         if len(result) != len(chunk):
             raise EditkitError(f"editor '{editor.name}': routing_scores gave {len(result)} scores for a batch of {len(chunk)} rows")
         yield [
-            {
-                "step": step,
-                "edit_id": edit_id,
-                "kind": kind,
-                "score": score,
-                "threshold": result.threshold,
-                "score_name": result.name,
-            }
+            {field: value for field, value in zip(SCORED_FIELDS, (step, edit_id, kind, score, result.threshold, result.name))}
             for (kind, edit_id, _), score in zip(chunk, result.scores)
         ]

@@ -1,4 +1,5 @@
-"""The results directory of one method's run (DESIGN §4).
+"""The results directory of one method's run (docs/design.md, "Results"); the rows are those of
+:mod:`editkit.evaluation.schema`.
 
 Rows are appended and flushed the moment they exist, so an interrupted run keeps every number it had
 produced; ``summary.json`` is written atomically at the end (and after each checkpoint), so a reader never
@@ -11,7 +12,7 @@ import contextlib
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Iterable, Sequence
@@ -24,6 +25,7 @@ try:
 except ImportError:  # Windows: runs are not locked there
     fcntl = None  # type: ignore[assignment]
 
+from .schema import EditRow, ResultRow, RoutingRow, SummaryRow, TimingRow, to_json
 from .scorers import Score
 from .uncertainty import bootstrap_mean
 
@@ -37,29 +39,6 @@ INVOCATION, CHECKPOINT = "invocation.json", "checkpoint.json"
 RUN_FILES = (CONFIG, RESULTS, EDITS, SUMMARY, ROUTING, TIMINGS, INVOCATION, CHECKPOINT)
 #: held (flock) by the live run writing a directory; holds its PID for the message a second run gets
 LOCK = ".editkit.lock"
-
-
-@dataclass(frozen=True)
-class SummaryRow:
-    method: str
-    metric: str
-    scorer: str
-    schedule: str
-    step: int
-    mean: float
-    n: int
-    model: str
-    dataset: str
-    stream: str
-    #: 95 % percentile bootstrap interval of ``mean`` over the edits, and the seed and resamples it used
-    ci_low: float | None = None
-    ci_high: float | None = None
-    ci_seed: int | None = None
-    ci_resamples: int | None = None
-    #: whether every prompt went through the model's chat template (part of the protocol)
-    chat_template: bool = False
-    #: the dev slice a tuned config was selected on (``editkit tune``), None for a config given by hand
-    tuned_on: str | None = None
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -228,13 +207,13 @@ class RunWriter:
     def state_dir(self) -> Path:
         return self.directory / STATE
 
-    def _append(self, handle, row: dict[str, Any]) -> None:
-        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    def _append(self, handle, row: Any) -> None:
+        handle.write(json.dumps(to_json(row), ensure_ascii=False) + "\n")
         handle.flush()
 
     def edit(self, step: int, edit_id: str, stats: dict[str, Any]) -> None:
-        row = {"method": self.context["method"], "step": step, "edit_id": edit_id}
-        row.update({k: _jsonable(v) for k, v in stats.items()})
+        values = {k: _jsonable(v) for k, v in stats.items()}
+        row = EditRow(self.context["method"], step, edit_id, values.get("iterations"), values.get("seconds"), values)
         self._append(self._edits, row)
 
     def routing(self, rows: Iterable[dict[str, Any]]) -> None:
@@ -242,22 +221,22 @@ class RunWriter:
         if self._routing is None:
             self._routing = open(self.directory / ROUTING, "a", encoding="utf-8")
         for row in rows:
-            self._routing.write(json.dumps({"method": self.context["method"], **row, **self._context_fields()}, ensure_ascii=False) + "\n")
+            line = RoutingRow(method=self.context["method"], **row, **self._context_fields())
+            self._routing.write(json.dumps(to_json(line), ensure_ascii=False) + "\n")
         self._routing.flush()
 
     def timing(self, step: int, what: str, seconds: float, items: int) -> None:
         """How long one scoring pass took (``what``: ``score:tf``, ``routing``...), how many rows it wrote, and
         the process's peak resident memory so far (what a long stream must keep flat)."""
-        row = {"method": self.context["method"], "step": step, "what": what, "seconds": seconds, "items": items}
-        self._append(self._timings, {**row, "peak_rss_mb": peak_rss_mb()})
+        self._append(self._timings, TimingRow(self.context["method"], step, what, seconds, items, peak_rss_mb()))
 
     def _context_fields(self) -> dict[str, str]:
         return {k: v for k, v in self.context.items() if k != "method"}
 
     def scores(self, scores: Iterable[Score]) -> None:
         for s in scores:
-            row = {"method": self.context["method"], **asdict(s), **self._context_fields()}
-            self._results.write(json.dumps(row, ensure_ascii=False) + "\n")
+            row = ResultRow(method=self.context["method"], **asdict(s), **self._context_fields())
+            self._results.write(json.dumps(to_json(row), ensure_ascii=False) + "\n")
         self._results.flush()
         os.fsync(self._results.fileno())
 
@@ -269,7 +248,7 @@ class RunWriter:
                 os.fsync(handle.fileno())
 
     def summary(self, rows: Sequence[SummaryRow]) -> None:
-        write_json_atomic(self.directory / SUMMARY, [asdict(r) for r in rows])
+        write_json_atomic(self.directory / SUMMARY, [to_json(r) for r in rows])
 
     def close(self) -> None:
         self._results.close()
@@ -311,7 +290,7 @@ def summarize(scores: Sequence[Score], context: dict[str, str], final_step: int,
                 ci_high=interval.high,
                 ci_seed=interval.seed,
                 ci_resamples=interval.resamples,
-                chat_template=context.get("chat_template") == "on",
+                chat_template=bool(context.get("chat_template", False)),
                 tuned_on=context.get("tuned_on"),
             )
         )

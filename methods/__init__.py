@@ -1,8 +1,2 @@
-"""Built-in editing methods; importing this package registers them (one line per method)."""
-
-from editkit import baseline  # noqa: F401  (the unedited "none" row)
-
-from . import ft  # noqa: F401
-from . import grace  # noqa: F401
-from . import memoir  # noqa: F401
-from . import wise  # noqa: F401
+"""Built-in editing methods, one folder each. Nothing is imported here: each method is found through its
+``editkit.editors`` entry point (pyproject.toml) and imported the first time it is asked for."""

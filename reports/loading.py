@@ -4,6 +4,7 @@ A report must never show a number it cannot trace back to a file, so every file 
 missing, corrupt or incomplete file stops the report with one line naming the file and the line or field.
 The per-item files (``results.jsonl``, ``edits.jsonl``, ``routing.jsonl``) are read only when a figure needs
 them, so a directory that keeps only its ``summary.json`` (as docs/runs does) still renders its tables.
+Every line is checked against its row class in :mod:`editkit.evaluation.schema`, the one the writer uses.
 """
 
 from __future__ import annotations
@@ -17,15 +18,10 @@ from typing import Any, Sequence
 from editkit.errors import EditkitError
 from editkit.evaluation.routing import KINDS
 from editkit.evaluation.schedules import Schedule
+from editkit.evaluation.schema import EditRow, ResultRow, RoutingRow, SummaryRow, check_row
 from editkit.evaluation.store import EDITS, RESULTS, ROUTING, SUMMARY, read_summary
 
 Row = dict[str, Any]
-
-SUMMARY_FIELDS = ("method", "metric", "scorer", "schedule", "step", "mean", "model", "dataset", "stream")
-RESULT_FIELDS = ("step", "edit_id", "metric", "scorer", "value")
-EDIT_FIELDS = ("step", "edit_id", "seconds")
-ROUTING_FIELDS = ("step", "edit_id", "kind", "score", "threshold", "score_name")
-NUMBER_FIELDS = frozenset({"step", "mean", "value", "seconds", "score", "threshold"})
 
 
 @dataclass(frozen=True)
@@ -61,24 +57,24 @@ class MethodRun:
     summary: tuple[Row, ...]
     context: Context
 
-    def _read(self, name: str, fields: Sequence[str]) -> list[Row] | None:
+    def _read(self, name: str, row_class: type) -> list[Row] | None:
         path = self.directory / name if self.directory is not None else None
-        return read_jsonl(path, fields) if path is not None and path.is_file() else None
+        return read_jsonl(path, row_class) if path is not None and path.is_file() else None
 
     @cached_property
     def results(self) -> list[Row] | None:
         """Per-item scores, or None when the directory did not keep them."""
-        return self._read(RESULTS, RESULT_FIELDS)
+        return self._read(RESULTS, ResultRow)
 
     @cached_property
     def edits(self) -> list[Row] | None:
         """Per-edit stats (``seconds`` measured by the harness), or None."""
-        return self._read(EDITS, EDIT_FIELDS)
+        return self._read(EDITS, EditRow)
 
     @cached_property
     def routing(self) -> list[Row] | None:
         """Routing scores, or None for a method that does not route (or a run that predates them)."""
-        rows = self._read(ROUTING, ROUTING_FIELDS)
+        rows = self._read(ROUTING, RoutingRow)
         for number, row in enumerate(rows or (), 1):
             if row["kind"] not in KINDS:
                 raise EditkitError(f"{self.directory / ROUTING}, line {number}: kind '{row['kind']}' is not one of {', '.join(KINDS)}")
@@ -90,8 +86,9 @@ class MethodRun:
         return [r for r in self.summary if int(r["step"]) == last]
 
 
-def read_jsonl(path: Path, fields: Sequence[str]) -> list[Row]:
-    """Every line of a JSONL file as a dict holding at least ``fields`` (numbers where numbers belong)."""
+def read_jsonl(path: Path, row_class: type) -> list[Row]:
+    """Every line of a JSONL file as a dict holding at least the required fields of ``row_class`` (one of
+    :mod:`editkit.evaluation.schema`), numbers where numbers belong."""
     rows = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
@@ -101,20 +98,8 @@ def read_jsonl(path: Path, fields: Sequence[str]) -> list[Row]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise EditkitError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
-            rows.append(_checked(row, fields, f"{path}, line {number}"))
+            rows.append(check_row(row_class, row, f"{path}, line {number}"))
     return rows
-
-
-def _checked(row: Any, fields: Sequence[str], where: str) -> Row:
-    if not isinstance(row, dict):
-        raise EditkitError(f"{where}: expected an object, not {type(row).__name__}")
-    for name in fields:
-        if name not in row:
-            raise EditkitError(f"{where}: no field '{name}'")
-        value = row[name]
-        if name in NUMBER_FIELDS and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise EditkitError(f"{where}: field '{name}' must be a number, not {value!r}")
-    return row
 
 
 def load_directory(path: Path) -> list[MethodRun]:
@@ -125,7 +110,7 @@ def load_directory(path: Path) -> list[MethodRun]:
     if not path.is_dir():
         raise EditkitError(f"{path}: not a directory; pass a run or compare directory")
     file = path / SUMMARY
-    rows = [_checked(row, SUMMARY_FIELDS, f"{file}, row {i + 1}") for i, row in enumerate(read_summary(path))]
+    rows = [check_row(SummaryRow, row, f"{file}, row {i + 1}") for i, row in enumerate(read_summary(path))]
     if not rows:
         raise EditkitError(f"{file}: holds no summary rows")
     by_method: dict[str, list[Row]] = {}

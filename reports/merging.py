@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from editkit.baseline import BASELINE_METHOD
 from editkit.errors import EditkitError
 from editkit.evaluation.scorers import DESCRIPTIONS
+from editkit.registry import baseline_names
 
 from .loading import Context, MethodRun
 
@@ -38,12 +38,17 @@ class Series:
 
     @property
     def is_baseline(self) -> bool:
-        return self.run.method == BASELINE_METHOD
+        return self.run.method in _baselines()
 
     @property
     def legend(self) -> str:
         """The label in a figure legend, where no table note says which row is the unedited reference."""
         return f"{self.label} (unedited)" if self.is_baseline else self.label
+
+
+def _baselines() -> frozenset[str]:
+    """Names of the registered editors that declare themselves the unedited baseline."""
+    return frozenset(baseline_names())
 
 
 def combine(groups: Sequence[Sequence[MethodRun]], allow_mixed: bool = False) -> tuple[Series, ...]:

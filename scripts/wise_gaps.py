@@ -25,9 +25,8 @@ from editkit.models import load_model
 def gap_ratios(editor: WiseEditor, prompts: list[str]) -> np.ndarray:
     ratios = []
     for start in range(0, len(prompts), 16):
-        editor.logits(encode(editor.tokenizer, prompts[start : start + 16]))
-        routing = editor.last_routing
-        ratios.append((routing["gap"] / routing["threshold"]).cpu().numpy())
+        scores = editor.routing_scores(encode(editor.tokenizer, prompts[start : start + 16]))
+        ratios.append(np.asarray(scores.scores) / scores.threshold)  # >= 1 exactly when the side memory is on
     return np.concatenate(ratios)
 
 

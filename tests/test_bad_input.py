@@ -136,14 +136,14 @@ def test_unknown_config_key(refused, data_file):
 
 
 def test_layer_path_that_does_not_exist(refused, data_file):
-    line = refused("run", "ft", "--set", "module=model.layers.99.mlp.down_proj", "--data", data_file)
+    line = refused("run", "ft", "--set", "layer=model.layers.99.mlp.down_proj", "--data", data_file)
     assert "layer path 'model.layers.99.mlp.down_proj' does not exist" in line and "0-3" in line
 
 
 @pytest.mark.parametrize("path, kind", [("model.layers.0.mlp", "LlamaMLP"), ("model.norm", "LlamaRMSNorm")])
 def test_layer_path_that_is_not_a_linear(refused, data_file, path, kind):
-    for method, option in (("ft", "module"), ("memoir", "layer")):
-        line = refused("run", method, "--set", f"{option}={path}", "--data", data_file)
+    for method in ("ft", "memoir"):  # one option name for the edited module in every method
+        line = refused("run", method, "--set", f"layer={path}", "--data", data_file)
         assert f"layer path '{path}' is a {kind}, not a Linear layer" in line
 
 
@@ -209,7 +209,7 @@ def test_state_of_another_method(refused, data_file, finished_run):
 
 
 def test_state_of_another_layer(refused, data_file, finished_run):
-    other_layer = "module=model.layers.1.mlp.down_proj"
+    other_layer = "layer=model.layers.1.mlp.down_proj"
     line = refused("run", "ft", "--set", other_layer, "--load-state", finished_run / "state", "--data", data_file)
     assert f"{finished_run / 'state'}: FT state edits" in line and "model.layers.1.mlp.down_proj" in line
 

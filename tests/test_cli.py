@@ -64,7 +64,7 @@ def test_malformed_record(tiny_dir, tmp_path):
 
 def test_bad_layer_path(tiny_dir, data_file, tmp_path):
     code, _, err = editkit(
-        "run", "ft", "--set", "module=model.layers.99.mlp.down_proj", "--model", tiny_dir, "--data", data_file, "--out", tmp_path / "o"
+        "run", "ft", "--set", "layer=model.layers.99.mlp.down_proj", "--model", tiny_dir, "--data", data_file, "--out", tmp_path / "o"
     )
     assert_one_line_error(code, err, "model.layers.99.mlp.down_proj")
 

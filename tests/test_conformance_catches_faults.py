@@ -14,10 +14,11 @@ import pytest
 import torch
 
 import editkit.registry as registry
-import test_conformance as conformance
+import editkit.testing.test_conformance as conformance
 from editkit import EditRequest, Editor, PromptBatch
 from editkit.batching import tokenize_pair
 from editkit.registry import EditorSpec
+from editkit.testing.plugin import EditorCase
 
 BIAS = 25.0
 
@@ -158,7 +159,6 @@ def register(monkeypatch):
 
     def add(cls: type[Editor]) -> str:
         name = f"toy-{cls.__name__.lower()}"
-        cls.name = name
         monkeypatch.setitem(registry._REGISTRY, name, EditorSpec(name, cls, {}, source="test"))
         return name
 
@@ -169,7 +169,7 @@ def _run_check(check: str, name: str, request: pytest.FixtureRequest) -> None:
     """Call a conformance test function with its fixtures, for the editor registered as ``name``."""
     function = getattr(conformance, check)
     names = function.__code__.co_varnames[: function.__code__.co_argcount]
-    kwargs = {arg: (name if arg == "editor_name" else request.getfixturevalue(arg)) for arg in names}
+    kwargs = {arg: (EditorCase(name) if arg == "editor_case" else request.getfixturevalue(arg)) for arg in names}
     function(**kwargs)
 
 

@@ -28,7 +28,7 @@ def test_memoir_keys():
 def test_ft_keys_layer_template_and_objective():
     values, unused = overrides("ft", "ft-tiny.yaml")
     config = get_editor_spec("ft").make_config(**values)
-    assert (config.module, config.steps, config.lr, config.objective) == ("model.layers.1.mlp.down_proj", 7, 5e-3, "ft-l")
+    assert (config.layer, config.steps, config.lr, config.objective) == ("model.layers.1.mlp.down_proj", 7, 5e-3, "ft-l")
     assert config.norm_constraint is None and config.weight_decay == 0
     assert "rewrite_module_tmp" in unused and "lm_head_module" in unused and "kl_factor" not in unused
 
@@ -46,7 +46,7 @@ def test_run_and_compare_read_hparams(capsys, tmp_path, tiny_model_dir):
           "--hparams", f"memoir={FIXTURES / 'memoir-tiny.yaml'}", *common, "--out", str(tmp_path / "cmp")])  # fmt: skip
     ft = json.loads((tmp_path / "cmp" / "ft" / "config.json").read_text())["method_config"]
     memoir = json.loads((tmp_path / "cmp" / "memoir" / "config.json").read_text())["method_config"]
-    assert (ft["module"], ft["objective"], ft["steps"]) == ("model.layers.1.mlp.down_proj", "ft-l", 3)
+    assert (ft["layer"], ft["objective"], ft["steps"]) == ("model.layers.1.mlp.down_proj", "ft-l", 3)
     assert (memoir["k"], memoir["tau"]) == (16, 0.6)
 
 

@@ -49,7 +49,7 @@ def test_default_layer_is_easyedit_layer_scaled_to_depth(build_editor):
     assert editor.module_path == "model.layers.3.mlp.down_proj"  # round(21 / 32 * 4)
     assert build_editor("ft", layer=1).module_path == "model.layers.1.mlp.down_proj"
     path = "model.layers.0.mlp.up_proj"
-    assert build_editor("ft", layer=2, module=path).module_path == path  # an explicit module wins
+    assert build_editor("ft", layer=path).module_path == path  # a dotted path names exactly that module
 
 
 def test_ft_m_reaches_full_teacher_forced_accuracy(build_editor, tok):
@@ -83,19 +83,19 @@ def test_norm_constraint_bounds_each_edits_change(build_editor):
     """As in EasyEdit, the L∞ bound is against the weight at the start of each edit, not the unedited one."""
     eps = 1e-3
     editor = build_editor("ft", lr=1e-2, norm_constraint=eps)
-    original = editor._weight.detach().clone()
+    original = editor.weight.detach().clone()
     editor.edit(REQUEST)
-    after_first = editor._weight.detach().clone()
+    after_first = editor.weight.detach().clone()
     editor.edit(EditRequest("b", "Zed plays the", "oboe"))
-    for before, after in ((original, after_first), (after_first, editor._weight)):
+    for before, after in ((original, after_first), (after_first, editor.weight)):
         assert 0.99 * eps <= (after - before).abs().max().item() <= eps + 1e-6  # + float32 rounding
-    assert (editor._weight - original).abs().max().item() > 1.5 * eps
+    assert (editor.weight - original).abs().max().item() > 1.5 * eps
     free = build_editor("ft", lr=1e-2)
     free.edit(REQUEST)
-    assert (free._weight - original).abs().max().item() > 10 * eps
+    assert (free.weight - original).abs().max().item() > 10 * eps
 
 
-@pytest.mark.parametrize("overrides", [{}, {"layer": 1}, {"module": "model.layers.2.mlp.down_proj"}])
+@pytest.mark.parametrize("overrides", [{}, {"layer": 1}, {"layer": "model.layers.2.mlp.down_proj"}])
 def test_only_the_chosen_weight_changes(build_editor, overrides):
     editor = build_editor("ft-l", **overrides)
     before = params(editor.model)
@@ -107,24 +107,24 @@ def test_only_the_chosen_weight_changes(build_editor, overrides):
 
 def test_reset_restores_the_weight_exactly_and_counts(build_editor):
     editor = build_editor("ft")
-    original = editor._weight.detach().clone()
+    original = editor.weight.detach().clone()
     editor.edit(REQUEST)
     editor.edit(REQUEST)
     assert editor.state_metadata()["edits"] == 2
-    assert not torch.equal(editor._weight, original)
+    assert not torch.equal(editor.weight, original)
     editor.reset()
-    assert torch.equal(editor._weight, original) and editor.state_metadata()["edits"] == 0
+    assert torch.equal(editor.weight, original) and editor.state_metadata()["edits"] == 0
 
 
 def test_state_is_the_edited_weight(build_editor, tmp_path):
     editor = build_editor("ft")
     editor.edit(REQUEST)
     state = editor.state_dict()
-    assert list(state) == ["weight"] and torch.equal(state["weight"], editor._weight)
+    assert list(state) == ["weight"] and torch.equal(state["weight"], editor.weight)
     editor.save_state(tmp_path)
     restored = build_editor("ft")
     restored.load_state(tmp_path)
-    assert torch.equal(restored._weight, editor._weight) and restored.state_metadata()["edits"] == 1
+    assert torch.equal(restored.weight, editor.weight) and restored.state_metadata()["edits"] == 1
     with pytest.raises(EditkitError, match="layers.1"):  # the state of another layer
         build_editor("ft", layer=1).load_state(tmp_path)
     with pytest.raises(EditkitError, match="exactly one tensor"):
@@ -138,7 +138,7 @@ def test_same_requests_give_bitwise_same_weights(build_editor):
     for editor in (first, second):
         editor.edit(REQUEST)
         editor.edit(EditRequest("b", "Zed plays the", "oboe"))
-    assert torch.equal(first._weight, second._weight)
+    assert torch.equal(first.weight, second.weight)
 
 
 @pytest.mark.parametrize("name", ["ft-m", "ft-l"])
@@ -147,14 +147,14 @@ def test_upper_block_shortcut_gives_the_full_forwards_loss_and_gradient(build_ed
     editor.edit(REQUEST)  # moves the weight away from its initial value, so the check is not a special case
     problem = editor._problem(EditRequest("b", "Zed plays the", "oboe"))
     hidden = editor._hidden_entering_block(problem)
-    assert editor._fast_ok is True and hidden is not None
+    assert editor.fast_path.mode == "upper" and hidden is not None
     results = []
     for cached in (hidden, None):
-        editor._weight.requires_grad_(True)
+        editor.weight.requires_grad_(True)
         with torch.enable_grad():
             loss = editor._loss(editor._logits(problem, cached), problem.targets)
-            (grad,) = torch.autograd.grad(loss, editor._weight)
-        editor._weight.requires_grad_(False)
+            (grad,) = torch.autograd.grad(loss, editor.weight)
+        editor.weight.requires_grad_(False)
         results.append((loss.detach(), grad))
     (fast_loss, fast_grad), (full_loss, full_grad) = results
     torch.testing.assert_close(fast_loss, full_loss, atol=1e-6, rtol=0)
@@ -165,11 +165,11 @@ def test_upper_block_shortcut_gives_the_full_forwards_loss_and_gradient(build_ed
 @pytest.mark.parametrize("name", ["ft-m", "ft-l"])
 def test_upper_block_shortcut_edits_like_the_full_forward(build_editor, name):
     fast, full = build_editor(name), build_editor(name)
-    full._fast_ok = False  # force the plain forward through every block
+    full.fast_path.mode = "full"  # force the plain forward through every block
     for editor in (fast, full):
         editor.edit(REQUEST)
-    assert fast._fast_ok is True
-    torch.testing.assert_close(fast._weight, full._weight, atol=1e-6, rtol=0)
+    assert fast.fast_path.mode == "upper"
+    torch.testing.assert_close(fast.weight, full.weight, atol=1e-6, rtol=0)
 
 
 def test_models_where_the_shortcut_does_not_hold_use_the_full_forward(tok):
@@ -186,7 +186,7 @@ def test_models_where_the_shortcut_does_not_hold_use_the_full_forward(tok):
     nll = lambda: float(torch.nn.functional.cross_entropy(editor.logits(batch)[0], labels[0]))  # noqa: E731
     before = nll()
     editor.edit(REQUEST)
-    assert editor._fast_ok is False
+    assert editor.fast_path.mode == "full"
     assert nll() < before
 
 
@@ -196,15 +196,15 @@ def test_edit_under_no_grad_and_bf16(tok):
     editor = editkit.get_editor_spec("ft").build(model, tok, FTConfig(lr=1e-2))
     with torch.no_grad():
         stats = editor.edit(REQUEST)
-    assert editor._weight.dtype == torch.bfloat16
+    assert editor.weight.dtype == torch.bfloat16
     assert stats["loss"] < 3.0
 
 
 def test_early_stop(build_editor):
     editor = build_editor("ft", early_stop_loss=100.0)
-    original = editor._weight.detach().clone()
+    original = editor.weight.detach().clone()
     stats = editor.edit(REQUEST)
-    assert stats["iterations"] == 0 and torch.equal(editor._weight, original)
+    assert stats["iterations"] == 0 and torch.equal(editor.weight, original)
     editor = build_editor("ft", lr=5e-2, steps=200, early_stop_loss=0.5)
     stats = editor.edit(REQUEST)
     assert 0 < stats["iterations"] < 200 and stats["loss"] < 0.5
@@ -224,9 +224,9 @@ def test_config_overrides_from_strings():
     config = FTConfig().override(lr="1e-3", steps="5")
     assert config.lr == 1e-3 and isinstance(config.lr, float)
     assert config.steps == 5 and isinstance(config.steps, int)
-    config = config.override(layer="2", norm_constraint="0.1", objective="ft-l", module="model.layers.1.mlp.down_proj")
+    config = config.override(layer="2", norm_constraint="0.1", objective="ft-l")
     assert (config.layer, config.norm_constraint, config.objective) == (2, 0.1, "ft-l")
-    assert config.module == "model.layers.1.mlp.down_proj"
+    assert FTConfig().override(layer="model.layers.1.mlp.down_proj").layer == "model.layers.1.mlp.down_proj"
     assert FTConfig(layer=2).override(norm_constraint="none").norm_constraint is None
     with pytest.raises(ConfigError, match="objective"):
         config.override(objective="xx")
@@ -236,7 +236,7 @@ def test_config_overrides_from_strings():
         config.override(steps="many")
 
 
-@pytest.mark.parametrize("overrides", [{"layer": 9}, {"module": "model.layers.1.mlp.nothing"}])
+@pytest.mark.parametrize("overrides", [{"layer": 9}, {"layer": "model.layers.1.mlp.nothing"}])
 def test_a_layer_the_model_lacks_is_a_config_error(build_editor, overrides):
     with pytest.raises(ConfigError):
         build_editor("ft", **overrides)
@@ -257,7 +257,7 @@ def test_ft_edits_the_real_default_model(default_model_cache, monkeypatch):
     continuation = lambda: tok.decode(editor.generate(encode(tok, [prompt], padding_side="left"), 2)[0])  # noqa: E731
     assert continuation() == " Paris."
     stats = editor.edit(EditRequest("fr", prompt, "Rome"))
-    assert editor.module_path == "model.layers.20.mlp.down_proj" and editor._fast_ok is True
+    assert editor.module_path == "model.layers.20.mlp.down_proj" and editor.fast_path.mode == "upper"
     assert stats["loss"] < 0.1 and continuation().startswith(" Rome")
     editor.reset()
     assert continuation() == " Paris."

@@ -56,7 +56,8 @@ def test_rows_outside_every_radius_get_the_base_logits_and_edited_rows_do_not():
     logits = editor.logits(batch)
     with torch.no_grad():
         base = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids).logits
-    active = editor.last_routing["active"].tolist()
+    scores = editor.routing_scores(batch)
+    active = [score >= scores.threshold for score in scores.scores]
     assert active == [True, False, True, False]
     for row, on in enumerate(active):
         same = torch.equal(logits[row], base[row])

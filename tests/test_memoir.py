@@ -1,4 +1,4 @@
-"""MEMOIR's own properties (DESIGN.md §6, issue 4), on tiny random Llama models.
+"""MEMOIR's own properties (docs/design.md, "Methods"; issue 4), on tiny random Llama models.
 
 The conformance suite already runs MEMOIR through the generic Editor contract; these tests pin down what is
 specific to it: exact zero contribution when routing says no, k-bit masks, the permutation in the saved
@@ -103,10 +103,9 @@ def test_rows_below_tau_get_exactly_the_base_logits(edited):
     for side in ("right", "left"):
         batch = encode(edited.tokenizer, prompts, ["xyz"] * len(prompts), padding_side=side)
         logits, reference = edited.logits(batch), base.logits(batch)
-        active = edited.last_routing["active"]
-        overlap = edited.last_routing["overlap"]
+        scores = edited.routing_scores(batch)
+        active = np.array(scores.scores) >= scores.threshold
         assert active.any() and not active.all(), "the probe set should mix routed and unrouted rows"
-        assert np.array_equal(active, overlap >= edited.config.tau)
         for row in range(len(prompts)):
             if active[row]:
                 assert not torch.equal(logits[row], reference[row]), prompts[row]
@@ -115,15 +114,16 @@ def test_rows_below_tau_get_exactly_the_base_logits(edited):
 
 
 def test_routing_scores_are_what_routing_decides(edited):
-    """The reported score is the overlap the memory is switched on by, for every row (issue 6)."""
+    """The reported score is the overlap the memory is switched on by, for every row (issue 6): the rows
+    scoring at least τ are exactly the rows whose logits leave the base model's."""
+    base = _base()
     prompts = list(PROBES) + [r.prompt for r in _requests(50)[::7]]
     for side in ("right", "left"):
         batch = encode(edited.tokenizer, prompts, ["xyz"] * len(prompts), padding_side=side)
         scores = edited.routing_scores(batch)
-        edited.logits(batch)
         assert (scores.threshold, scores.name) == (edited.config.tau, "best mask overlap")
-        assert np.array_equal(np.array(scores.scores), edited.last_routing["overlap"])
-        assert np.array_equal(np.array(scores.scores) >= scores.threshold, edited.last_routing["active"])
+        routed = [not torch.equal(a, b) for a, b in zip(edited.logits(batch), base.logits(batch))]
+        assert routed == [s >= scores.threshold for s in scores.scores]
 
 
 def test_every_mask_has_exactly_k_bits(edited):
@@ -138,12 +138,14 @@ def test_every_mask_has_exactly_k_bits(edited):
 def test_memory_uses_the_stored_mask_of_the_best_match(edited):
     request = _requests(50)[3]
     batch = encode(edited.tokenizer, [request.rephrases[0], request.prompt])
-    route = edited._decide(edited.split.module_inputs(batch), batch.prompt_mask)
+    acts = edited.split.module_inputs(batch)
+    route = edited._decide(acts, batch.prompt_mask)
     assert route is not None
     rows, masks = route
-    best = edited.last_routing["row"][rows.cpu().numpy()]
+    best_rows, _, _ = edited._best_overlaps(acts, batch.prompt_mask)
+    best = best_rows[rows.cpu().numpy()]
     assert torch.equal(masks.cpu(), unpack(edited.database.rows(best), edited.width))
-    assert edited.last_routing["row"][1] == edited.edit_rows[3]  # the edit's own prompt finds its own mask
+    assert best_rows[1] == edited.edit_rows[3]  # the edit's own prompt finds its own mask
 
 
 def test_duplicate_masks_are_stored_once():
@@ -173,10 +175,11 @@ def test_batched_equals_one_by_one(edited):
     for side in ("right", "left"):
         batch = encode(edited.tokenizer, prompts, ["tgt"] * len(prompts), padding_side=side)
         together = edited.logits(batch)
-        active = edited.last_routing["active"].copy()
+        scores = edited.routing_scores(batch).scores
         for row, prompt in enumerate(prompts):
-            alone = edited.logits(encode(edited.tokenizer, [prompt], ["tgt"]))[0]
-            assert bool(edited.last_routing["active"][0]) == bool(active[row]), prompt
+            single = encode(edited.tokenizer, [prompt], ["tgt"])
+            alone = edited.logits(single)[0]
+            assert edited.routing_scores(single).scores[0] == scores[row], prompt
             cols = batch.attention_mask[row].bool()
             torch.testing.assert_close(together[row][cols], alone, atol=1e-5, rtol=0)
 
@@ -203,7 +206,7 @@ def test_kv_cache_generation_equals_full_recomputation(edited):
 def test_fast_edit_matches_the_full_forward_edit(decay, loop):
     fast, full = _editor(decay=decay), _editor(decay=decay, fast_edit=False)
     if loop == "padded":
-        fast._fast_mode = "padded"  # the fallback for models where packed rows do not reproduce the forward
+        fast.fast_path.mode = "padded"  # the fallback for models where packed rows do not reproduce the forward
     for request in _requests(4):
         a, b = fast.edit(request), full.edit(request)
         assert a["loop"] == loop and b["loop"] == "full"
@@ -289,8 +292,7 @@ def test_other_aggregations_edit_and_route(aggregation):
     request = _requests(1)[0]
     editor.edit(request)
     assert editor.background is None
-    editor.logits(encode(editor.tokenizer, [request.prompt]))
-    assert editor.last_routing["overlap"][0] == 1.0
+    assert editor.routing_scores(encode(editor.tokenizer, [request.prompt])).scores[0] == 1.0
 
 
 def test_loading_a_state_of_another_shape_fails(edited, tmp_path):

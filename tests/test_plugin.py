@@ -69,8 +69,41 @@ def test_runs_in_compare_and_makes_edits_stick(plugin_python, tiny_model_dir, tm
     assert (out / PLUGIN / "state" / "state.safetensors").is_file()
 
 
-def test_passes_the_conformance_suite(plugin_python):
-    # the suite is parametrised over every registered editor; run only the plug-in's cases
-    proc = run(plugin_python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_conformance.py", "-k", PLUGIN)
-    assert proc.returncode == 0, proc.stdout[-3000:]
+def test_passes_the_installed_conformance_suite_from_outside_the_checkout(plugin_python, tmp_path):
+    # the suite as installed (editkit.testing), run from a directory that is not editkit's checkout, on the
+    # plug-in's cases only: what its author runs in the plug-in's own repository
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    args = ("-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "editkit.testing", "--editkit-editors", PLUGIN)
+    proc = run(plugin_python, *args, cwd=outside)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and "failed" not in proc.stdout and "error" not in proc.stdout.lower(), proc.stdout[-3000:]
+    collected = run(plugin_python, *args, "--collect-only", cwd=outside).stdout
+    assert collected.count(f"[{PLUGIN}]") >= 10 and "[memoir" not in collected, collected[-2000:]
+
+
+def test_a_plugin_that_fails_to_import_is_reported_and_does_not_stop_other_commands(plugin_python, tmp_path):
+    """A broken third-party entry point: one line in ``editkit methods``; a run of another method works."""
+    broken = tmp_path / "broken"
+    (broken / "broken_editor").mkdir(parents=True)
+    (broken / "broken_editor" / "__init__.py").write_text("raise ImportError('needs a library that is not installed')\n")
+    (broken / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "broken-editor"\nversion = "0.1.0"\n'
+        '[project.entry-points."editkit.editors"]\nbroken = "broken_editor:Editor"\n'
+        '[tool.setuptools]\npackages = ["broken_editor"]\n'
+    )
+    install = [sys.executable, "-m", "pip", "--python", str(plugin_python), "install", "--quiet", "--no-deps",
+               "--no-build-isolation", "--no-index", "--disable-pip-version-check", str(broken)]  # fmt: skip
+    assert subprocess.run(install, capture_output=True, text=True).returncode == 0
+    try:
+        listing = run(plugin_python, "-m", "editkit.cli", "methods")
+        assert listing.returncode == 0, listing.stderr
+        lines = [line for line in listing.stdout.splitlines() if line.split()[0] == "broken"]
+        assert len(lines) == 1 and "failed to load" in lines[0] and "needs a library that is not installed" in lines[0]
+        assert any(line.split()[0] == PLUGIN for line in listing.stdout.splitlines())
+        used = run(plugin_python, "-m", "editkit.cli", "run", "broken", "--data", str(tmp_path / "none.jsonl"))
+        assert used.returncode == 2 and "failed to load" in used.stderr and len(used.stderr.strip().splitlines()) == 1
+    finally:
+        uninstall = [sys.executable, "-m", "pip", "--python", str(plugin_python), "uninstall", "--quiet", "-y", "broken-editor"]
+        subprocess.run(uninstall, capture_output=True, text=True)

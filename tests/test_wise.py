@@ -70,8 +70,9 @@ def test_retrieve_keeps_one_side_memory_per_shard():
         editor.edit(request)
     assert len(editor.side_memories()) == 3 and len(editor.min_gaps) == 3
     tok = editor.tokenizer
-    editor.logits(encode(tok, [r.prompt for r in REQUESTS], [r.target for r in REQUESTS]))
-    assert editor.last_routing["memory"].shape == (3,)
+    batch = encode(tok, [r.prompt for r in REQUESTS], [r.target for r in REQUESTS])
+    choice, _, _ = editor._gaps(*editor.split.module_io(batch), batch.prompt_mask)
+    assert choice.shape == (3,) and set(choice.tolist()) <= {0, 1, 2}  # one of the three memories per row
 
 
 def test_rows_below_the_threshold_get_the_base_logits_exactly():
@@ -83,8 +84,9 @@ def test_rows_below_the_threshold_get_the_base_logits_exactly():
     logits = editor.logits(batch)
     with torch.no_grad():
         base = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids).logits
-    active = editor.last_routing["active"].tolist()
-    assert active[0] and not all(active), editor.last_routing  # the edit's own prompt is at the minimum gap
+    scores = editor.routing_scores(batch)
+    active = [score >= scores.threshold for score in scores.scores]
+    assert active[0] and not all(active), scores  # the edit's own prompt is at the minimum gap
     for row, on in enumerate(active):
         assert torch.equal(logits[row], base[row]) != on, f"row {row}: side memory {on}"
 

@@ -1,12 +1,13 @@
-"""Fine-tuning baseline (ft, ft-l, ft-m): one class, three registered names."""
+"""Fine-tuning baseline (ft, ft-l, ft-m): one class, three entry points."""
 
-from editkit.registry import register_editor
+from editkit.registry import EditorVariant
 
 from .config import FTConfig
 from .editor import FTEditor
 
-register_editor("ft", objective="ft-m")(FTEditor)
-register_editor("ft-m", objective="ft-m")(FTEditor)
-register_editor("ft-l", objective="ft-l")(FTEditor)
+#: ``ft`` (FT-M, the papers' stronger FT baseline) is second in the default comparison
+FT = EditorVariant(FTEditor, {"objective": "ft-m"}, default_rank=1)
+FT_M = EditorVariant(FTEditor, {"objective": "ft-m"})
+FT_L = EditorVariant(FTEditor, {"objective": "ft-l"})
 
-__all__ = ["FTConfig", "FTEditor"]
+__all__ = ["FT", "FT_L", "FT_M", "FTConfig", "FTEditor"]

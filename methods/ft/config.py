@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from editkit.checks import is_integer, is_number
+from editkit.checks import is_integer, is_number, parse_layer
 from editkit.easyedit import KeyTable, choice, module_from_layers, only
 from editkit.editor import EditorConfig
 from editkit.errors import ConfigError
@@ -18,9 +18,10 @@ class FTConfig(EditorConfig):
     """Fine-tune one FFN output projection with Adam, per edit (EasyEdit ``hparams/FT/llama-7b.yaml``).
 
     ``objective``: ``ft-m`` = teacher-forced cross-entropy on the target tokens; ``ft-l`` = ROME's FT
-    objective (every target token predicted from the last prompt position). ``layer``: decoder block whose
-    down-projection is tuned; ``None`` = layer 21 of 32 (EasyEdit's FT layer for LLaMA) at the same relative
-    depth of this model. ``module``: an explicit dotted path, which wins over ``layer``.
+    objective (every target token predicted from the last prompt position). ``layer``: ``None`` = layer 21
+    of 32 (EasyEdit's FT layer for LLaMA) at the same relative depth of this model; an integer = that
+    block's down-projection; a dotted module path = exactly that module (EasyEdit's ``layers`` with
+    ``rewrite_module_tmp`` become such a path).
     ``norm_constraint``: L∞ bound on how far one edit may move the weight from where that edit started
     (EasyEdit clamps against the weight at the start of each call), ``None`` = off as in EasyEdit.
     ``early_stop_loss``: an edit stops, without updating, once its loss is below this (EasyEdit: 1e-2; 0
@@ -28,8 +29,7 @@ class FTConfig(EditorConfig):
     """
 
     objective: str = "ft-m"  # EasyEdit's FT-M: the papers' stronger FT baseline
-    layer: int | None = None  # EasyEdit's layer 21/32, scaled
-    module: str | None = None  # an explicit path wins over ``layer``
+    layer: int | str | None = None  # EasyEdit's layer 21/32, scaled
     lr: float = 5e-4  # EasyEdit's value; on zsre-dev only 1e-3 scores higher, by .02 mean (docs/tuning)
     steps: int = 25  # EasyEdit's num_steps
     norm_constraint: float | None = None  # EasyEdit: off; 5e-4 on zsre-dev drops tf rel to .29 (docs/tuning)
@@ -39,7 +39,7 @@ class FTConfig(EditorConfig):
     easyedit_alg_names: ClassVar[tuple[str, ...]] = ("FT", "FT-L", "FT-M")
     #: the keys of EasyEdit's hparams/FT/*.yaml; the other module templates name modules FT never touches
     easyedit_keys: ClassVar[KeyTable] = {
-        "layers": module_from_layers("module"),
+        "layers": module_from_layers("layer"),
         "rewrite_module_tmp": None,  # read together with layers
         "num_steps": "steps",
         "lr": "lr",
@@ -59,9 +59,7 @@ class FTConfig(EditorConfig):
         _check(bound is None or (is_number(bound) and bound > 0), "norm_constraint", bound, "None or a number > 0")
         _check(is_number(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
         _check(is_number(self.early_stop_loss) and self.early_stop_loss >= 0, "early_stop_loss", self.early_stop_loss, "a number >= 0")
-        _check(self.layer is None or is_integer(self.layer), "layer", self.layer, "None or an integer")
-        module = self.module
-        _check(module is None or (isinstance(module, str) and bool(module.strip())), "module", module, "None or a dotted module path")
+        self.layer = parse_layer(self.layer, "FT")
 
 
 def _check(ok: bool, name: str, value: object, expected: str) -> None:

@@ -1,10 +1,11 @@
-"""GRACE-like codebook editor (one registration line)."""
+"""GRACE-like codebook editor."""
 
-from editkit.registry import register_editor
+from editkit.registry import EditorVariant
 
 from .config import GraceConfig
 from .editor import GraceEditor
 
-register_editor("grace")(GraceEditor)
+#: the ``grace`` entry point
+GRACE = EditorVariant(GraceEditor)
 
-__all__ = ["GraceConfig", "GraceEditor"]
+__all__ = ["GRACE", "GraceConfig", "GraceEditor"]

@@ -9,24 +9,26 @@ GRACE's expected profile is high reliability and locality with low generalizatio
 
 Speed: the value joins the residual stream at block ``L``'s output, so block ``L`` and everything below it
 run once per edit and each step runs only the blocks above it, with the LM head at the target positions
-(:mod:`editkit.partial`); the first edit checks this shortcut against the full forward.
+(:mod:`editkit.partial`); the first edit checks this shortcut against the full forward. The module, the
+split forward, that check, the routing hook and the state's module check come from
+:class:`~editkit.tier.ModuleEditor`; this file is the codebook's maths.
 """
 
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, ClassVar, Iterator, Optional, Tuple
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from editkit.batching import PromptBatch, encode
-from editkit.checks import layer_module_path
-from editkit.editor import Editor, RoutingScores
+from editkit.batching import PromptBatch
+from editkit.editor import RoutingScores
 from editkit.errors import EditkitError
-from editkit.partial import SplitForward, frozen, logits_match
+from editkit.partial import frozen
 from editkit.requests import EditRequest
+from editkit.tier import FULL, ModuleEditor, target_positions
 
 from .codebook import Codebook
 from .config import OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS, GraceConfig
@@ -50,35 +52,29 @@ def _replace(output: torch.Tensor, replacement: Replacement) -> torch.Tensor:
     return output.index_copy(0, rows, changed)
 
 
-class GraceEditor(Editor):
+#: the name of the shortcut loop (the padded one-row batch, blocks above the codebook only)
+PADDED = "padded"
+
+
+class GraceEditor(ModuleEditor):
     """Codebook of (key, value, radius); the base weights are never touched."""
 
     config_class = GraceConfig
-    name: ClassVar[str] = "grace"
+    official_layer: ClassVar[tuple[int, int]] = (OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS)
+    conformance_variants: ClassVar[Mapping[str, Mapping[str, Any]]] = {"prompt": {"replacement": "prompt"}}
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, config: GraceConfig | None = None):
         super().__init__(model, tokenizer, config)
-        cfg: GraceConfig = self.config
-        self.module_path = layer_module_path(model, cfg.layer, (OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS))
-        self.split = SplitForward(model, self.module_path)
         self.codebook = Codebook(self.split.in_features, self.split.out_features, self.device)
         self.num_edits = 0
-        #: per-row diagnostics of the last routing decision (nearest entry, distance, radius, replaced)
-        self.last_routing: dict[str, torch.Tensor] = {}
-        # None: the shortcut is checked on the first edit; then True/False for the rest of the editor's life
-        self._fast: bool | None = None if self.split.possible else False
 
     # ------------------------------------------------------------------ editing
     def edit(self, request: EditRequest) -> dict[str, Any]:
         start = time.perf_counter()
         cfg: GraceConfig = self.config
-        batch = encode(self.tokenizer, [request.prompt], [request.target], device=self.device)
-        labels = batch.target_labels()
-        if not bool(batch.prompt_mask.any()) or not bool((labels != -100).any()):
-            part = "prompt" if not bool(batch.prompt_mask.any()) else "target"
-            raise EditkitError(f"edit request {request.id}: the {part} has no tokens")
+        batch = self.edit_batch(request)
         positions = self._positions(batch.prompt_mask)
-        lower = self.split.lower(batch) if self._fast is not False else None
+        lower = self.split.lower(batch) if self.fast_path.usable else None
         module_in, module_out = (lower.module_in, lower.module_out) if lower is not None else self.split.module_io(batch)
         last = int(last_prompt_positions(batch.prompt_mask)[0])
         placement = self.codebook.place(
@@ -86,7 +82,7 @@ class GraceEditor(Editor):
         )
         value = self.codebook.values[placement.entry].clone().requires_grad_(True)
         with torch.enable_grad(), frozen(self.model):
-            loss_fn = self._loss_fn(batch, positions, lower, value)
+            loss_fn, loop = self._loss_fn(batch, positions, lower, value)
             iterations, first_loss, loss = self._train(loss_fn, value)
         self.codebook.values[placement.entry] = value.detach()
         self.num_edits += 1
@@ -97,6 +93,7 @@ class GraceEditor(Editor):
             "seconds": time.perf_counter() - start,
             "action": placement.action,
             "codebook_size": len(self.codebook),
+            "loop": loop,
         }
 
     def _positions(self, prompt_mask: torch.Tensor) -> torch.Tensor:
@@ -115,15 +112,15 @@ class GraceEditor(Editor):
         generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.num_edits)
         return torch.rand(self.codebook.value_dim, generator=generator).to(self.device)
 
-    def _loss_fn(self, batch: PromptBatch, positions: torch.Tensor, lower: Any, value: torch.Tensor) -> Callable[[], torch.Tensor]:
-        """The training loss: through the shortcut when it is (or, on the first edit, proves) exact."""
-        labels = batch.target_labels()
-        rows, cols = torch.nonzero(labels != -100, as_tuple=True)
-        targets = labels[rows, cols]
+    def _loss_fn(
+        self, batch: PromptBatch, positions: torch.Tensor, lower: Any, value: torch.Tensor
+    ) -> tuple[Callable[[], torch.Tensor], str]:
+        """The training loss and its loop: through the shortcut when it is (or, on the first edit, proves) exact."""
+        rows, cols, targets = target_positions(batch)
         replacement = (torch.zeros(1, dtype=torch.long, device=self.device), positions, value[None])
 
         def full_logits() -> torch.Tensor:
-            with self._replacing(lambda _acts: replacement):
+            with self.hooked(lambda _acts, output, call: _replace(output, replacement) if call == 0 else None):
                 logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
             return logits[rows, cols]
 
@@ -132,14 +129,9 @@ class GraceEditor(Editor):
             hidden = lower.block_out + change.to(lower.block_out.dtype)
             return self.split.upper_logits(hidden, batch.attention_mask, batch.position_ids, rows, cols)
 
-        if lower is not None and self._fast is None:
-            with torch.no_grad():
-                try:
-                    self._fast = logits_match(short_logits(), full_logits())
-                except Exception:  # a decoder that cannot be driven from inputs_embeds this way
-                    self._fast = False
-        logits = short_logits if self._fast and lower is not None else full_logits
-        return lambda: F.cross_entropy(logits().float(), targets)
+        loop = self.fast_path.choose(full_logits, {PADDED: short_logits}) if lower is not None else FULL
+        logits = short_logits if loop == PADDED else full_logits
+        return (lambda: F.cross_entropy(logits().float(), targets)), loop
 
     def _train(self, loss_fn: Callable[[], torch.Tensor], value: torch.Tensor) -> tuple[int, float, float]:
         """Adam on the value; returns the steps taken and the first and last loss."""
@@ -162,7 +154,6 @@ class GraceEditor(Editor):
     def reset(self) -> None:
         self.codebook.clear()
         self.num_edits = 0
-        self.last_routing = {}
 
     # ---------------------------------------------------------------- routing
     def _lookup(self, acts: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,7 +169,6 @@ class GraceEditor(Editor):
     def _decide(self, acts: torch.Tensor, prompt_mask: torch.Tensor) -> Replacement:
         entry, margin = self._lookup(acts, prompt_mask)
         active = margin >= 0
-        self.last_routing = {"entry": entry, "margin": margin, "active": active}
         if not bool(active.any()):
             return None
         rows = torch.nonzero(active).flatten()
@@ -194,39 +184,17 @@ class GraceEditor(Editor):
         return RoutingScores(margin, 0.0, "key radius - distance")
 
     @contextmanager
-    def _replacing(self, decide: Callable[[torch.Tensor], Replacement]) -> Iterator[None]:
-        """Inside the block, the first call of the module (the prefill) is changed as ``decide`` says; the
-        replaced positions are prompt positions, so decode steps (which only add new tokens) are left alone."""
-        calls: list[int] = []
-
-        def hook(_module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
-            calls.append(1)
-            if len(calls) > 1:
-                return None
-            return _replace(output, decide(args[0]))
-
-        handle = self.split.module.register_forward_hook(hook)
-        try:
-            yield
-        finally:
-            handle.remove()
-
-    @contextmanager
     def routing(self, batch: PromptBatch) -> Iterator[None]:
+        """The prefill replaces the matched rows' prompt positions; decode steps (which only add new
+        tokens) are left alone."""
         if len(self.codebook) == 0:
             yield
             return
-        prompt_mask = batch.prompt_mask.to(self.device)
-
-        def decide(acts: torch.Tensor) -> Replacement:
-            if tuple(acts.shape[:2]) != tuple(prompt_mask.shape):
-                raise EditkitError(
-                    f"GRACE routing: the first forward pass has shape {tuple(acts.shape[:2])}, but the batch "
-                    f"it routes is {tuple(prompt_mask.shape)}"
-                )
-            return self._decide(acts, prompt_mask)
-
-        with self._replacing(decide):
+        with self.routed(
+            batch,
+            lambda acts, _output, prompt_mask: self._decide(acts, prompt_mask),
+            lambda replacement, _acts, output, prefill: _replace(output, replacement) if prefill else None,
+        ):
             yield
 
     # -------------------------------------------------------------------- state
@@ -234,15 +202,13 @@ class GraceEditor(Editor):
         return self.codebook.state()
 
     def state_metadata(self) -> dict[str, Any]:
-        return {"module": self.module_path, "edits": self.num_edits, "labels": list(self.codebook.labels)}
+        return {**super().state_metadata(), "edits": self.num_edits, "labels": list(self.codebook.labels)}
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
         metadata = metadata or {}
         if set(tensors) != {"keys", "values", "radii"}:
             raise EditkitError(f"GRACE state must hold keys, values and radii, not {sorted(tensors)}")
-        module = metadata.get("module", self.module_path)
-        if module != self.module_path:
-            raise EditkitError(f"GRACE state wraps '{module}', but this editor wraps '{self.module_path}'")
+        self.check_state_module(metadata)
         labels = metadata.get("labels")
         if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
             raise EditkitError("GRACE state has no list of key labels")

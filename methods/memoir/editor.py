@@ -1,7 +1,7 @@
 """MEMOIR: one residual memory on one FFN down-projection, written per edit under a sparse TopHash mask and
 read only by prompts whose mask overlaps a stored one.
 
-Editing (DESIGN.md §6). The batch of one edit is the request plus ``num_prefixes`` copies behind context
+Editing (docs/design.md, MEMOIR). The batch of one edit is the request plus ``num_prefixes`` copies behind context
 prefixes (the model's own greedy continuations of short seeds, generated once per model) — they make the
 edit hold in context — plus the request's irrelevant text. The loss is cross-entropy on the target tokens;
 the memory is on, with the edit's mask, on every row that carries the request. On the irrelevant text the
@@ -27,6 +27,9 @@ harness hands to :meth:`prepare` before the first edit (never its locality promp
 list of generic sentences (:data:`BUILTIN_BACKGROUND`), so a run never depends on a hand-made file. It is
 fixed at the first edit and saved with the state, because stored masks are only comparable with query masks
 computed against the same background.
+
+The module, the split forward, the fast-path check, the routing hook and the state's module check come from
+:class:`~editkit.tier.ModuleEditor`; this file is MEMOIR's maths.
 """
 
 from __future__ import annotations
@@ -34,20 +37,20 @@ from __future__ import annotations
 import hashlib
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, ClassVar, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from editkit.batching import PromptBatch, encode, pad_id
-from editkit.editor import Editor, RoutingScores
+from editkit.editor import RoutingScores
 from editkit.errors import ConfigError, EditkitError
-from editkit.checks import layer_module_path
-from editkit.partial import LowerPart, PackedRows, SplitForward, frozen, logits_match, lower_parts_match, model_cache
+from editkit.partial import LowerPart, PackedRows, frozen, lower_parts_match, model_cache
 from editkit.prefix_cache import lower_after_prefixes, prefix_states
 from editkit.prefixes import MAX_PREFIXES, context_prefixes, prefixed
 from editkit.requests import EditRequest
+from editkit.tier import FULL, ModuleEditor, target_positions
 
 from .config import OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS, MemoirConfig
 from .memory import ResidualMemory, Route
@@ -58,18 +61,17 @@ _FAST_MODES = ("packed", "padded")
 _BACKGROUND_BATCH = 16
 
 
-class MemoirEditor(Editor):
+class MemoirEditor(ModuleEditor):
     """Residual memory + TopHash routing; the base weights are never touched."""
 
     config_class = MemoirConfig
-    name: ClassVar[str] = "memoir"
+    official_layer: ClassVar[tuple[int, int]] = (OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS)
+    #: the reference loop (every row through the whole model, the irrelevant text included)
+    conformance_variants: ClassVar[Mapping[str, Mapping[str, Any]]] = {"reference-loop": {"fast_edit": False}}
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, config: MemoirConfig | None = None):
         super().__init__(model, tokenizer, config)
         cfg: MemoirConfig = self.config
-        self.module_path = layer_module_path(model, cfg.layer, (OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS))
-        self.split = SplitForward(model, self.module_path)
-        self.module = self.split.module
         out_features, in_features = self.split.out_features, self.split.in_features
         if cfg.num_prefixes > MAX_PREFIXES:
             raise ConfigError(f"MEMOIR num_prefixes is at most {MAX_PREFIXES}")
@@ -82,11 +84,6 @@ class MemoirEditor(Editor):
         self.background: torch.Tensor | None = None
         self._background_texts: tuple[str, ...] | None = None
         self._prefixes: list[str] | None = None
-        #: per-row diagnostics of the last routing decision (best row, overlap / k, memory on)
-        self.last_routing: dict[str, np.ndarray] = {}
-        # Which fast loop reproduces the full forward on this model: None = not checked yet (first edit),
-        # else one of _FAST_MODES in order of preference, or "off" (the reference loop is used).
-        self._fast_mode: str | None = None if self.split.possible else "off"
         #: whether the edit's lower pass reuses the context prefixes' states (None: not checked yet; a
         #: benchmark sets False to time the plain lower pass)
         self.reuse_prefix_states: bool | None = None
@@ -142,7 +139,8 @@ class MemoirEditor(Editor):
 
     # ----------------------------------------------------------- forward passes
     def _full_logits(self, batch: PromptBatch, route: Route) -> torch.Tensor:
-        with self.memory.attached(self.module, lambda _a: route):
+        rows, masks = route
+        with self.hooked(lambda acts, output, _call: self.memory.add_to(output, acts, masks, rows)):
             return self.model(
                 input_ids=batch.input_ids,
                 attention_mask=batch.attention_mask,
@@ -156,14 +154,8 @@ class MemoirEditor(Editor):
         cfg: MemoirConfig = self.config
         self._ensure_background()
         prefixes = self._ensure_prefixes()
+        batch = self.edit_batch(request, prefixed(request.prompt, prefixes))
         mask = self.prompt_masks([request.prompt])[0]
-        if not bool(mask.any()):
-            raise EditkitError(f"edit request {request.id}: the prompt has no tokens")
-        prompts = prefixed(request.prompt, prefixes)
-        batch = encode(self.tokenizer, prompts, [request.target] * len(prompts), device=self.device)
-        labels = batch.target_labels()
-        if not bool((labels[0] != -100).any()):
-            raise EditkitError(f"edit request {request.id}: the target has no tokens")
 
         with torch.enable_grad(), frozen(self.model):
             loss_fn = self._choose_loss(batch, mask) if cfg.fast_edit else None
@@ -194,16 +186,30 @@ class MemoirEditor(Editor):
 
     def _choose_loss(self, batch: PromptBatch, mask: torch.Tensor) -> "_LossFn | None":
         """The fastest loop known (or, on the first edit, checked) to reproduce the full forward."""
-        if self._fast_mode == "off":
+        if not self.fast_path.usable:
             return None
         lower = self._lower(batch)
-        acts, block_out = lower.module_in, lower.block_out
-        if self._fast_mode is not None:
-            return self._fast_loss(batch, mask, acts, block_out, packed=self._fast_mode == "packed")
-        candidates = [self._fast_loss(batch, mask, acts, block_out, packed=m == "packed") for m in _FAST_MODES]
-        chosen = self._first_matching_full(batch, mask, candidates)
-        self._fast_mode = chosen.mode if chosen is not None else "off"
-        return chosen
+        modes = (self.fast_path.mode,) if self.fast_path.checked else _FAST_MODES
+        losses = {m: self._fast_loss(batch, mask, lower.module_in, lower.block_out, packed=m == "packed") for m in modes}
+        rows, cols, _ = target_positions(batch)
+        route: Route = (torch.arange(len(batch), device=self.device), mask.expand(len(batch), -1))
+        mode = self.fast_path.choose(
+            lambda: self._full_logits(batch, route)[rows, cols], {m: f.logits for m, f in losses.items()}, probe=self._probe_memory()
+        )
+        return losses.get(mode)
+
+    @contextmanager
+    def _probe_memory(self) -> Iterator[None]:
+        """A random non-zero memory for the one-off fast-path check (so the point where the memory joins the
+        residual stream is tested too, not only the cached lower layers); the memory is restored after."""
+        weight = self.memory.weight
+        saved = weight.detach().clone()
+        probe = torch.randn(weight.shape, generator=torch.Generator().manual_seed(1234)).to(weight.device) * 0.05
+        try:
+            weight.copy_(saved + probe)
+            yield
+        finally:
+            weight.copy_(saved)
 
     def _lower(self, batch: PromptBatch) -> LowerPart:
         """Block ``L``'s view of the edit batch, from the cached prefix states when they reproduce the plain
@@ -229,9 +235,7 @@ class MemoirEditor(Editor):
         row, and transformers then masks attention block-diagonally), which saves the padding's share of
         every step; ``False`` keeps the padded batch.
         """
-        labels = batch.target_labels()
-        rows, cols = torch.nonzero(labels != -100, as_tuple=True)
-        targets = labels[rows, cols]
+        rows, cols, targets = target_positions(batch)
         attention_mask: torch.Tensor | None = batch.attention_mask
         positions = batch.position_ids
         if packed:
@@ -265,37 +269,7 @@ class MemoirEditor(Editor):
             logits = self._full_logits(batch, route)
             return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
 
-        return _LossFn(loss, mode="full")
-
-    @torch.no_grad()
-    def _first_matching_full(
-        self, batch: PromptBatch, mask: torch.Tensor, candidates: list["_LossFn"]
-    ) -> "_LossFn | None":
-        """The first fast loop whose logits match the full forward here (checked once per editor).
-
-        The check uses a random non-zero memory, so that the place where the memory joins the residual
-        stream is tested too, not only the cached lower layers.
-        """
-        labels = batch.target_labels()
-        rows, cols = torch.nonzero(labels != -100, as_tuple=True)
-        weight = self.memory.weight
-        saved = weight.detach().clone()
-        generator = torch.Generator().manual_seed(1234)
-        probe = torch.randn(weight.shape, generator=generator).to(weight.device) * 0.05
-        route: Route = (torch.arange(len(batch), device=self.device), mask.expand(len(batch), -1))
-        try:
-            weight.copy_(saved + probe)
-            full = self._full_logits(batch, route)[rows, cols]
-            for candidate in candidates:
-                try:
-                    short = candidate.logits()
-                except Exception:  # a model whose decoder cannot be driven this way
-                    continue
-                if logits_match(short, full):
-                    return candidate
-            return None
-        finally:
-            weight.copy_(saved)
+        return _LossFn(loss, mode=FULL)
 
     def _train(self, loss_fn: "_LossFn", mask: torch.Tensor) -> tuple[int, float, float]:
         """SGD on ``W_m`` as the official loop does it (clip, then weight decay, then the step).
@@ -337,7 +311,6 @@ class MemoirEditor(Editor):
         self.edit_rows = []
         self.permutation = self._draw_permutation()
         self.background = None  # recomputed (from the process cache) from the same texts as a fresh editor
-        self.last_routing = {}
 
     # ---------------------------------------------------------------- routing
     def prompt_masks(self, prompts: Sequence[str]) -> torch.Tensor:
@@ -370,7 +343,6 @@ class MemoirEditor(Editor):
     def _decide(self, acts: torch.Tensor, prompt_mask: torch.Tensor) -> Route:
         best_rows, ratio, valid = self._best_overlaps(acts, prompt_mask)
         active = valid & (ratio >= self.config.tau)
-        self.last_routing = {"row": best_rows, "overlap": ratio, "active": active}
         if not active.any():
             return None
         rows = torch.from_numpy(np.flatnonzero(active)).to(self.device)
@@ -395,20 +367,11 @@ class MemoirEditor(Editor):
             yield
             return
         self._ensure_background()  # never from inside the hook: it would run a nested forward pass
-        decided: list[Route] = []
-        prompt_mask = batch.prompt_mask.to(self.device)
-
-        def route(acts: torch.Tensor) -> Route:
-            if not decided:  # the prefill: every row's prompt is in view
-                if tuple(acts.shape[:2]) != tuple(prompt_mask.shape):
-                    raise EditkitError(
-                        f"MEMOIR routing: the first forward pass has shape {tuple(acts.shape[:2])}, but the "
-                        f"batch it routes is {tuple(prompt_mask.shape)}"
-                    )
-                decided.append(self._decide(acts, prompt_mask))
-            return decided[0]
-
-        with self.memory.attached(self.module, route):
+        with self.routed(
+            batch,
+            lambda acts, _output, prompt_mask: self._decide(acts, prompt_mask),
+            lambda route, acts, output, _prefill: None if route is None else self.memory.add_to(output, acts, route[1], route[0]),
+        ):
             yield
 
     # -------------------------------------------------------------------- state
@@ -425,7 +388,7 @@ class MemoirEditor(Editor):
 
     def state_metadata(self) -> dict[str, Any]:
         return {
-            "module": self.module_path,
+            **super().state_metadata(),
             "width": self.width,
             "k": self.k,
             "edits": len(self.edit_rows),
@@ -439,9 +402,7 @@ class MemoirEditor(Editor):
         required = {"memory", "permutation", "masks", "edit_rows"}
         if not required <= set(tensors) or not set(tensors) <= required | {"background"}:
             raise EditkitError(f"MEMOIR state must hold {sorted(required)} (+ background), not {sorted(tensors)}")
-        module = metadata.get("module", self.module_path)
-        if module != self.module_path:
-            raise EditkitError(f"MEMOIR state wraps '{module}', but this editor wraps '{self.module_path}'")
+        self.check_state_module(metadata)
         if int(metadata.get("k", self.k)) != self.k:
             raise EditkitError(f"MEMOIR state has masks of {metadata.get('k')} bits, this editor uses k = {self.k}")
         weight = self.memory.weight

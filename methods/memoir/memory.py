@@ -1,7 +1,7 @@
 """The residual memory: ``out = W0·a + W_m·(m ⊙ a)`` on one FFN down-projection, per-row masks.
 
-The memory is attached with a forward hook for the duration of a ``with`` block instead of replacing the
-down-projection module: the harness hands one model object to every editor of a comparison in turn, so an
+The memory is added by a forward hook (:meth:`editkit.tier.ModuleEditor.hooked`) for the duration of a
+``with`` block instead of replacing the down-projection module: the harness hands one model object to every editor of a comparison in turn, so an
 editor must leave the module tree (names, types, the FT editor's weight lookup) exactly as it found it.
 Rows whose mask is absent get no contribution at all (their output is the frozen layer's output, bit for
 bit), which is what "exactly the base logits when the memory is off" needs; adding a zero product would
@@ -10,8 +10,7 @@ be exact too, but skipping those rows also skips their cost.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable, Iterator, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -59,27 +58,3 @@ class ResidualMemory(torch.nn.Module):
     def reset(self) -> None:
         with torch.no_grad():
             self.weight.zero_()
-
-    @contextmanager
-    def attached(
-        self, module: torch.nn.Module, route: Callable[[torch.Tensor], Route]
-    ) -> Iterator[None]:
-        """Inside the block, every call of ``module`` adds the memory on the rows ``route(a)`` selects.
-
-        ``route`` sees each call's input ``a`` (prefill and then every decode step) and decides; the
-        editor's router keeps its prefill decision for the decode steps.
-        """
-
-        def hook(_module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
-            inputs = args[0]
-            decision = route(inputs)
-            if decision is None:
-                return None
-            rows, masks = decision
-            return self.add_to(output, inputs, masks, rows)
-
-        handle = module.register_forward_hook(hook)
-        try:
-            yield
-        finally:
-            handle.remove()

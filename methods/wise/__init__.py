@@ -1,10 +1,11 @@
-"""WISE-like side-memory editor (one registration line per variant)."""
+"""WISE-like side-memory editor."""
 
-from editkit.registry import register_editor
+from editkit.registry import EditorVariant
 
 from .config import WiseConfig
 from .editor import WiseEditor
 
-register_editor("wise")(WiseEditor)
+#: the ``wise`` entry point (WISE-Merge by default; ``--set wise.retrieve=true`` for WISE-Retrieve)
+WISE = EditorVariant(WiseEditor)
 
-__all__ = ["WiseConfig", "WiseEditor"]
+__all__ = ["WISE", "WiseConfig", "WiseEditor"]

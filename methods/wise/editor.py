@@ -14,31 +14,35 @@ main memory (the untouched model, bit for bit) otherwise.
 Speed: the side memory's change joins the residual stream at block ``L``'s output, so block ``L`` and
 below run once per edit, each step runs the blocks above it with the LM head at the target positions, and
 the irrelevant text (which only enters the margins) never goes above block ``L`` (:mod:`editkit.partial`).
+The module, the split forward, the fast-path check, the routing hook and the state's module check come from
+:class:`~editkit.tier.ModuleEditor`; this file is the side memory's maths.
 """
 
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, ClassVar, Iterator, Optional, Tuple
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from transformers.activations import ACT2FN
 
 from editkit.batching import PromptBatch, encode
-from editkit.checks import layer_module_path
-from editkit.editor import Editor, RoutingScores
+from editkit.editor import RoutingScores
 from editkit.errors import EditkitError
-from editkit.partial import PackedRows, SplitForward, frozen, logits_match
+from editkit.partial import PackedRows, frozen
 from editkit.prefixes import context_prefixes, prefixed
 from editkit.requests import EditRequest
+from editkit.tier import FULL, ModuleEditor, target_positions
 
 from .config import OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS, WiseConfig
 from .merge import ties_merge
 
 #: rows that use a side memory and, for each, the [out, in] difference from the main weights to apply
 SideRoute = Optional[Tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]]
+#: the name of the shortcut loop (rows packed end to end, blocks above the side memory only)
+PACKED = "packed"
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -53,21 +57,19 @@ def _hinge_mean(values: torch.Tensor) -> torch.Tensor:
     return positive.mean() if positive.numel() else values.sum() * 0
 
 
-class WiseEditor(Editor):
+class WiseEditor(ModuleEditor):
     """Side memory + activation-gap routing; the base weights are never touched."""
 
     config_class = WiseConfig
-    name: ClassVar[str] = "wise"
+    official_layer: ClassVar[tuple[int, int]] = (OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS)
+    #: WISE-Retrieve with one edit per shard: several side memories, so choosing among them is tested too
+    conformance_variants: ClassVar[Mapping[str, Mapping[str, Any]]] = {"retrieve": {"retrieve": True, "shard_size": 1}}
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, config: WiseConfig | None = None):
         super().__init__(model, tokenizer, config)
-        cfg: WiseConfig = self.config
-        self.module_path = layer_module_path(model, cfg.layer, (OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS))
-        self.split = SplitForward(model, self.module_path)
         self.shape = (self.split.out_features, self.split.in_features)
         act_name = getattr(getattr(model, "config", None), "hidden_act", None)
         self.activation: Callable[[torch.Tensor], torch.Tensor] = ACT2FN[act_name] if act_name in ACT2FN else (lambda x: x)
-        self._fast: bool | None = None if self.split.possible else False
         self._prefixes: list[str] | None = None
         self.reset()
 
@@ -80,8 +82,6 @@ class WiseEditor(Editor):
         self.num_edits = 0
         self._mask: torch.Tensor | None = None
         self._side_cache: list[torch.Tensor] | None = None
-        #: per-row diagnostics of the last routing decision (gap, threshold, chosen memory, side memory on)
-        self.last_routing: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ memories
     def side_memories(self) -> list[torch.Tensor]:
@@ -119,10 +119,7 @@ class WiseEditor(Editor):
         if self._prefixes is None:
             self._prefixes = context_prefixes(self.model, self.tokenizer)
         prompts = prefixed(request.prompt, self._prefixes[: cfg.num_prefixes])
-        batch = encode(self.tokenizer, prompts, [request.target] * len(prompts), device=self.device)
-        if not bool(batch.prompt_mask[0].any()) or not bool(batch.target_mask[0].any()):
-            part = "prompt" if not bool(batch.prompt_mask[0].any()) else "target"
-            raise EditkitError(f"edit request {request.id}: the {part} has no tokens")
+        batch = self.edit_batch(request, prompts)
         negative = None
         if request.irrelevant and request.irrelevant.strip():
             neg_batch = encode(self.tokenizer, [request.irrelevant], device=self.device)
@@ -130,7 +127,7 @@ class WiseEditor(Editor):
             negative = (neg_in, neg_out, neg_batch.attention_mask.bool())
         trained = self.current.clone().requires_grad_(True)
         with torch.enable_grad(), frozen(self.model):
-            loss_fn = self._loss_fn(batch, negative, trained)
+            loss_fn, loop = self._loss_fn(batch, negative, trained)
             iterations, losses = self._train(loss_fn, trained)
         self.current = trained.detach()
         with torch.no_grad():
@@ -145,7 +142,7 @@ class WiseEditor(Editor):
         self.num_edits += 1
         self._end_of_shard()
         self._side_cache = None
-        return {"iterations": iterations, "seconds": time.perf_counter() - start, "edit_gap": gap, **losses}
+        return {"iterations": iterations, "seconds": time.perf_counter() - start, "edit_gap": gap, **losses, "loop": loop}
 
     def _end_of_shard(self) -> None:
         """Close a finished shard (new mask, fresh delta) and merge when a merge is due."""
@@ -159,29 +156,27 @@ class WiseEditor(Editor):
             self.base = self.base + ties_merge(self.shards, cfg.merge_density)
             self.shards = []
 
-    def _loss_fn(self, batch: PromptBatch, negative: Any, trained: torch.Tensor) -> Callable[[], dict[str, torch.Tensor]]:
-        """Cross-entropy on the targets plus the routing margins, as one closure over the cached parts."""
+    def _loss_fn(
+        self, batch: PromptBatch, negative: Any, trained: torch.Tensor
+    ) -> tuple[Callable[[], dict[str, torch.Tensor]], str]:
+        """Cross-entropy on the targets plus the routing margins, as one closure over the cached parts, and
+        the loop it runs."""
         cfg: WiseConfig = self.config
-        labels = batch.target_labels()
-        rows, cols = torch.nonzero(labels != -100, as_tuple=True)
-        targets = labels[rows, cols]
-        lower = self.split.lower(batch) if self._fast is not False else None
+        rows, cols, targets = target_positions(batch)
+        lower = self.split.lower(batch) if self.fast_path.usable else None
         layout = PackedRows.of(batch)
         captured: dict[str, torch.Tensor] = {}  # the module's output and the side memory's change to it
 
         def full_logits(delta: torch.Tensor) -> torch.Tensor:
-            def hook(_module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-                captured["out"], captured["change"] = output.detach(), F.linear(args[0].float(), delta)
+            def change(acts: torch.Tensor, output: torch.Tensor, _call: int) -> torch.Tensor:
+                captured["out"], captured["change"] = output.detach(), F.linear(acts.float(), delta)
                 return output + captured["change"].to(output.dtype)
 
-            handle = self.split.module.register_forward_hook(hook)
-            try:
+            with self.hooked(change):
                 logits = self.model(
                     input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                     position_ids=batch.position_ids, use_cache=False,
                 ).logits
-            finally:
-                handle.remove()
             return logits[rows, cols]
 
         def short_logits(delta: torch.Tensor) -> torch.Tensor:
@@ -189,14 +184,14 @@ class WiseEditor(Editor):
             hidden = layout.pack(lower.block_out) + layout.pack(captured["change"]).to(lower.block_out.dtype)
             return self.split.upper_logits(hidden, None, layout.position_ids, torch.zeros_like(rows), layout.index[rows, cols])
 
-        if lower is not None and self._fast is None:
-            probe = self.base + torch.randn(self.shape, generator=torch.Generator().manual_seed(1234)).to(self.device) * 0.05
-            with torch.no_grad():
-                try:
-                    self._fast = logits_match(short_logits(probe), full_logits(probe))
-                except Exception:  # a decoder that cannot be driven from inputs_embeds this way
-                    self._fast = False
-        logits_of = short_logits if self._fast and lower is not None else full_logits
+        loop = FULL
+        if lower is not None:  # the one-off check runs with a random non-zero side memory
+            probe = None
+            if not self.fast_path.checked:
+                noise = torch.randn(self.shape, generator=torch.Generator().manual_seed(1234)).to(self.device)
+                probe = self.base + noise * 0.05
+            loop = self.fast_path.choose(lambda: full_logits(probe), {PACKED: lambda: short_logits(probe)})
+        logits_of = short_logits if loop == PACKED else full_logits
 
         def loss() -> dict[str, torch.Tensor]:
             delta = self.base + trained
@@ -209,7 +204,7 @@ class WiseEditor(Editor):
                 margin = margin + _hinge_mean(neg_gap - cfg.alpha) + _hinge_mean(neg_gap[:, None] - edit_gap[None, :] + cfg.gamma)
             return {"loss": ce + margin, "ce_loss": ce, "margin_loss": margin}
 
-        return loss
+        return loss, loop
 
     def _train(self, loss_fn: Callable[[], dict[str, torch.Tensor]], trained: torch.Tensor) -> tuple[int, dict[str, float]]:
         """Masked SGD on the shard's delta, clamped so that ``W + D`` stays within ``W ± norm_constraint``."""
@@ -249,7 +244,6 @@ class WiseEditor(Editor):
         """The side memory for the rows whose gap reaches their memory's threshold."""
         choice, gap, threshold = self._gaps(acts, output, prompt_mask)
         active = prompt_mask.any(dim=1) & (gap >= threshold)
-        self.last_routing = {"gap": gap, "threshold": threshold, "memory": choice, "active": active}
         if not bool(active.any()):
             return None
         rows = torch.nonzero(active).flatten()
@@ -274,34 +268,8 @@ class WiseEditor(Editor):
         if self.num_edits == 0:
             yield
             return
-        prompt_mask = batch.prompt_mask.to(self.device)
-        decided: list[SideRoute] = []
-
-        def hook(_module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
-            acts = args[0]
-            if not decided:  # the prefill: every row's prompt is in view
-                if tuple(acts.shape[:2]) != tuple(prompt_mask.shape):
-                    raise EditkitError(
-                        f"WISE routing: the first forward pass has shape {tuple(acts.shape[:2])}, but the batch "
-                        f"it routes is {tuple(prompt_mask.shape)}"
-                    )
-                decided.append(self._decide(acts, output, prompt_mask))
-            route = decided[0]
-            if route is None:
-                return None
-            rows, memories, choice = route
-            result = output.clone()
-            for memory in choice.unique().tolist():
-                selected = rows[choice == memory]
-                change = F.linear(acts.index_select(0, selected).float(), memories[memory]).to(output.dtype)
-                result.index_add_(0, selected, change)
-            return result
-
-        handle = self.split.module.register_forward_hook(hook)
-        try:
+        with self.routed(batch, self._decide, _apply_side):
             yield
-        finally:
-            handle.remove()
 
     # -------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -311,7 +279,7 @@ class WiseEditor(Editor):
 
     def state_metadata(self) -> dict[str, Any]:
         return {
-            "module": self.module_path,
+            **super().state_metadata(),
             "edits": self.num_edits,
             "shards": len(self.shards),
             "min_gaps": list(self.min_gaps),
@@ -323,9 +291,7 @@ class WiseEditor(Editor):
         expected = {"base", "current", *(f"shard_{i}" for i in range(shards))}
         if set(tensors) != expected:
             raise EditkitError(f"WISE state must hold {sorted(expected)}, not {sorted(tensors)}")
-        module = metadata.get("module", self.module_path)
-        if module != self.module_path:
-            raise EditkitError(f"WISE state wraps '{module}', but this editor wraps '{self.module_path}'")
+        self.check_state_module(metadata)
         for name, tensor in tensors.items():
             if tuple(tensor.shape) != self.shape:
                 raise EditkitError(f"WISE state tensor '{name}' is {tuple(tensor.shape)}, expected {self.shape}")
@@ -335,3 +301,16 @@ class WiseEditor(Editor):
         self.shards = [load(f"shard_{i}") for i in range(shards)]
         self.min_gaps = [float(g) for g in metadata.get("min_gaps", [])]
         self.num_edits = int(metadata.get("edits", 0))
+
+
+def _apply_side(route: SideRoute, acts: torch.Tensor, output: torch.Tensor, _prefill: bool) -> torch.Tensor | None:
+    """The routed rows' output plus their side memory's change, at every position (decode steps included)."""
+    if route is None:
+        return None
+    rows, memories, choice = route
+    result = output.clone()
+    for memory in choice.unique().tolist():
+        selected = rows[choice == memory]
+        change = F.linear(acts.index_select(0, selected).float(), memories[memory]).to(output.dtype)
+        result.index_add_(0, selected, change)
+    return result
