@@ -59,6 +59,8 @@ class Setup:
     checkpoint_every: int = 10
     progress: bool = True
     trust_remote_code: bool = False
+    chat_template: str | None = None  # on | off; None: off, or what an EasyEdit hparams file's use_chat_template says
+    judge: str | None = None  # MODULE:FUNCTION, an external judge of the wild scorer's answers
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,29 @@ def hparams_overrides(spec: Any, path: Path) -> tuple[dict[str, Any], list[str]]
 
 def validate(setup: Setup, methods: Sequence[MethodChoice], initial_state: Path | None = None) -> Validated:
     """Read and check every input, in the order a user would fix them; nothing is written."""
+    from editkit.evaluation.validation import check_seed
+
+    check_seed(setup.seed)
+    methods = [_choice(m) for m in methods]
+    runs, unused = method_configs(methods, setup.seed)
+    return validate_runs(setup, runs, unused, initial_state, file_run_options(methods))
+
+
+def file_run_options(methods: Sequence[MethodChoice]) -> list[tuple[Path, dict[str, Any]]]:
+    """The run options (``use_chat_template``) each method's EasyEdit hparams file sets."""
+    from editkit.easyedit import read_hparams, run_options
+
+    return [(Path(c.hparams), run_options(read_hparams(Path(c.hparams)), str(c.hparams))) for c in methods if c.hparams is not None]
+
+
+def validate_runs(
+    setup: Setup,
+    runs: list[tuple[Any, Any]],
+    unused: list[tuple[Path, list[str]]] | None = None,
+    initial_state: Path | None = None,
+    from_files: Sequence[tuple[Path, Mapping[str, Any]]] = (),
+) -> Validated:
+    """:func:`validate` for configs already built (``editkit tune`` builds one per grid point)."""
     import transformers
 
     from editkit.data import load_requests, parse_columns, resolve_source
@@ -200,9 +225,10 @@ def validate(setup: Setup, methods: Sequence[MethodChoice], initial_state: Path 
     from editkit.evaluation.streams import check_fits_model, make_stream
     from editkit.evaluation.validation import check_config_values, check_seed
     from editkit.models import context_length, load_model
+    from editkit.protocol import protocol_options, with_run_options
 
     check_seed(setup.seed)
-    runs, unused = method_configs(methods, setup.seed)
+    options = with_run_options({"chat_template": setup.chat_template, "judge": setup.judge}, from_files)
     schedule = Schedule.parse(setup.schedule, per_step=setup.edits_per_step)
     scorers = parse_scorers(setup.scorers)
     if setup.threads is not None:
@@ -227,6 +253,8 @@ def validate(setup: Setup, methods: Sequence[MethodChoice], initial_state: Path 
     loaded = load_model(
         setup.model, device=setup.device, dtype=setup.dtype, trust_remote_code=setup.trust_remote_code, device_map=setup.device_map
     )
+    protocol = protocol_options(options, scorers, stream, loaded)  # the chat template, the wild judge
+    stream = protocol.stream
     check_fits_model(stream, requests, loaded.tokenizer, context_length(loaded.model), source)
     for spec, config in runs:
         check_config_values(spec.name, config)  # finite, and inside the ranges the config declares
@@ -256,8 +284,17 @@ def validate(setup: Setup, methods: Sequence[MethodChoice], initial_state: Path 
         progress=setup.progress,
         initial_state=initial_state,
         checkpoint_every=setup.checkpoint_every,
+        scorer_options=protocol.scorer_options,
+        protocol=protocol.fields,
+        record=protocol.record,
     )
-    return Validated(harness, runs, unused, loaded)
+    return Validated(harness, runs, unused or [], loaded)
+
+
+def prepare_configs(command: str, params: Mapping[str, Any], runs: list[tuple[Any, Any]], invocation: dict[str, Any]) -> Prepared:
+    """Validate ``runs`` (built configs) with the run options in ``params`` and open ``params['out']``."""
+    validated = validate_runs(setup_from_params(params), runs)
+    return open_output(validated, command, params.get("out"), bool(params.get("overwrite")), False, invocation)
 
 
 def open_output(

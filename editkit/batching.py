@@ -74,6 +74,12 @@ class PromptBatch:
         )
 
 
+def separator(prompt: str) -> str:
+    """What goes between a prompt and its target: a space, except after a prompt that ends a line (a chat
+    template's assistant header), where the answer starts the new line as the model would write it."""
+    return "" if prompt.endswith("\n") else " "
+
+
 def tokenize_pair(tokenizer, prompt: str, target: str | None) -> tuple[list[int], list[int]]:
     """Token ids of ``prompt`` and of the target as it continues ``prompt + " " + target``.
 
@@ -84,11 +90,12 @@ def tokenize_pair(tokenizer, prompt: str, target: str | None) -> tuple[list[int]
     prompt_ids = list(tokenizer(prompt).input_ids)
     if not target:
         return prompt_ids, []
-    full = list(tokenizer(f"{prompt} {target.strip()}").input_ids)
+    gap = separator(prompt)
+    full = list(tokenizer(f"{prompt}{gap}{target.strip()}").input_ids)
     if full[: len(prompt_ids)] == prompt_ids and len(full) > len(prompt_ids):
         target_ids = full[len(prompt_ids) :]
     else:
-        target_ids = list(tokenizer(" " + target.strip(), add_special_tokens=False).input_ids)
+        target_ids = list(tokenizer(gap + target.strip(), add_special_tokens=False).input_ids)
     eos = getattr(tokenizer, "eos_token_id", None)
     if len(target_ids) > 1 and eos is not None and target_ids[-1] == eos:
         target_ids = target_ids[:-1]  # tokenizers that append EOS to every text
@@ -130,3 +137,22 @@ def encode(
         target_mask[row, start + len(p_ids) : start + length] = True
     batch = PromptBatch(input_ids, attention, prompt_mask, target_mask, padding_side)
     return batch.to(device) if device is not None else batch
+
+
+# ------------------------------------------------------------------------------------- chat templates
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def chat_prompt(tokenizer, prompt: str) -> str:
+    """``prompt`` as the model's chat template presents a user turn, ending with the assistant's header
+    (EasyEdit's ``use_chat_template``: one user message, ``add_generation_prompt=True``).
+
+    The template's text is tokenised like any prompt, so a template that writes the BOS token itself
+    loses it here when the tokenizer adds one anyway: a prompt must not start with two.
+    """
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    bos, bos_id = getattr(tokenizer, "bos_token", None), getattr(tokenizer, "bos_token_id", None)
+    if bos and text.startswith(bos) and bos_id is not None and list(tokenizer("").input_ids)[:1] == [bos_id]:
+        text = text[len(bos) :]
+    return text

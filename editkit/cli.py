@@ -6,7 +6,7 @@ validated before anything is written, and results are appended as they are produ
 
 from __future__ import annotations
 
-import os
+from datetime import datetime
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +30,9 @@ def _common_options(func):
         click.option("--shuffle/--no-shuffle", default=False, show_default=True, help="Take the first N of a --seed shuffle instead of file order."),
         click.option("--schedule", default="final", show_default=True, help="final | immediate | every:K | every:K,sample:S (score S evenly spaced requests)"),
         click.option("--edits-per-step", type=int, default=1, show_default=True, help="Requests applied together in one edit step (Editor.edit_batch); part of the schedule."),
-        click.option("--scorers", default="tf,gen", show_default=True, help="Comma list of tf, gen."),
+        click.option("--scorers", default="tf,gen", show_default=True, help="Comma list of tf, gen, wild (free generation: exact match, token F1, fluency)."),
+        click.option("--chat-template", type=click.Choice(["on", "off"]), default=None, help="Put every prompt (editing and scoring) through the model's chat template [default: off, or the --hparams file's use_chat_template]."),
+        click.option("--judge", default=None, metavar="MODULE:FUNCTION", help="An external judge for the wild scorer: judge(question, answer, reference) -> [0, 1], reported as wild-judge."),
         click.option("--model", default=None, help="HF model id or local path [default: the embedded SmolLM2-135M-Instruct]."),
         click.option("--device", default="auto", show_default=True, help="auto (cuda when there is one, else cpu) | cpu | cuda | cuda:N | mps"),
         click.option("--device-map", default=None, help="auto | balanced | sequential: spread a model that does not fit one device over all of them (accelerate)."),
@@ -200,6 +202,35 @@ def _execute(ctx: click.Context, command: str, config: Any, function: Any, opts:
 
         built = write_root_report(build_root_report(result.out), result.out / REPORT_DIR)
         click.echo(f"report: {result.out / REPORT_DIR} ({len(built.files)} files)")
+
+
+@cli.command()
+@click.argument("method")
+@click.option("--grid", "grid_items", multiple=True, required=True, metavar="KEY=V1,V2,...", help="Config values to try on the dev slice (repeat for more keys: every combination runs).")
+@click.option("--dev", "dev_slice", required=True, metavar="SLICE", help="Where to tune: a bundled name or data file, optionally NAME@START:COUNT (e.g. zsre-dev).")
+@click.option("--test", "test_slice", required=True, metavar="SLICE", help="Where to report the chosen config (e.g. default@0:50); must share no request with --dev.")
+@click.option("--criterion", type=click.Choice(["mean", "rel", "gen", "loc"]), default="mean", show_default=True, help="What the choice maximises, under the first of --scorers.")
+@_common_options
+@click.pass_context
+def tune(ctx: click.Context, method: str, grid_items: tuple[str, ...], dev_slice: str, test_slice: str, criterion: str, **opts: Any) -> None:
+    """Choose METHOD's config on a dev slice by grid search, then run it on a disjoint test slice."""
+    from editkit import api
+    from editkit.tune import parse_grid, parse_slice, render_dev_scores
+    from editkit.tune import tune as run_tune
+
+    from click.core import ParameterSource
+
+    given = [f"--{k.replace('_', '-')}" for k in ("data", "num_edits", "start", "shuffle", "resume") if ctx.get_parameter_source(k) is not ParameterSource.DEFAULT]
+    if given:
+        raise EditkitError(f"tune: {', '.join(given)} cannot be used; --dev and --test say which requests run")
+    dev, test = parse_slice(dev_slice, "--dev"), parse_slice(test_slice, "--test")
+    grid = parse_grid(grid_items)
+    opts["out"] = opts["out"] or Path("runs") / f"tune-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    finish = _finisher(opts["with_report"])
+    invocation = _invocation(ctx, "tune")
+    result = run_tune(method, grid, dev, test, criterion, opts, lambda o, runs: api.prepare_configs("tune", o, runs, invocation))
+    click.echo(render_dev_scores(result, criterion), nl=False)
+    finish(result.test_rows, result.out)
 
 
 def _split_pair(item: str, option: str = "--set", form: str = "KEY=VALUE") -> tuple[str, str]:

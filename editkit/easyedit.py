@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .editor import Converter, EditorConfig, KeyTable
 from .errors import ConfigError, EditkitError, first_line
@@ -31,6 +31,11 @@ MAX_HPARAMS_BYTES = 1 << 20
 #: values an hparams file may expand to, aliases (``*name``) counted at every use: an alias bomb (266 bytes
 #: expanding to millions of items, and to a many-megabyte error line) is refused before it is built
 MAX_YAML_NODES = 10_000
+
+#: run keys that mean one of editkit's run options: EasyEdit key -> (option, how its value reads)
+RUN_OPTIONS: Mapping[str, tuple[str, Callable[[Any], Any]]] = {
+    "use_chat_template": ("chat_template", lambda value: "on" if value else "off"),
+}
 
 _INDEX = re.compile(r"\[(\d+)\]")
 
@@ -90,6 +95,8 @@ def config_overrides(config_class: type[EditorConfig], hparams: Mapping[str, Any
             known = ", ".join(sorted(set(table) | RUN_KEYS))
             raise ConfigError(f"--hparams {source}: unknown key '{key}' for {method}; known keys: {known}")
         rule = table.get(key)
+        if rule is None and key in RUN_OPTIONS:
+            continue  # a run option: see run_options
         if rule is None:
             unused.append(key)
         elif isinstance(rule, str):
@@ -100,6 +107,18 @@ def config_overrides(config_class: type[EditorConfig], hparams: Mapping[str, Any
             except ConfigError as exc:
                 raise ConfigError(f"--hparams {source}: key '{key}': {exc}") from None
     return overrides, unused
+
+
+def run_options(hparams: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The editkit run options an hparams file sets (``use_chat_template: true`` -> ``chat_template='on'``),
+    so a user's EasyEdit config runs the protocol it says rather than silently another one."""
+    options = {}
+    for key, (option, read) in RUN_OPTIONS.items():
+        if key in hparams:
+            if not isinstance(hparams[key], bool):
+                raise ConfigError(f"--hparams {source}: key '{key}': expected true or false, not {hparams[key]!r}")
+            options[option] = read(hparams[key])
+    return options
 
 
 # ------------------------------------------------------------------------ converters for the tables

@@ -12,6 +12,8 @@ class EditRequest:
 
     Sequences are tuples so that a request can never be mutated after the stream hash was taken.
     ``locality`` holds ``(prompt, answer)`` pairs unrelated to the edit whose behaviour must not change.
+    ``portability`` holds ``(question, answer)`` pairs whose answer follows from the edit by one more hop
+    (ZsRE's "New Question"/"New Answer"): scored like reliability, they show whether the edit is *used*.
     ``irrelevant`` is an unrelated text some methods train against as a negative; loaders fill it from
     another record's locality pair (never the request's own), so it is fixed by the stream, not the method.
     """
@@ -23,12 +25,14 @@ class EditRequest:
     locality: tuple[tuple[str, str], ...] = ()
     subject: str | None = None
     irrelevant: str | None = None
+    portability: tuple[tuple[str, str], ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         # Accept lists from callers but store tuples, so equality and hashing behave.
         object.__setattr__(self, "rephrases", tuple(self.rephrases))
         object.__setattr__(self, "locality", tuple((str(p), str(a)) for p, a in self.locality))
+        object.__setattr__(self, "portability", tuple((str(q), str(a)) for q, a in self.portability))
 
     def to_json(self) -> dict[str, Any]:
         """The editkit JSONL schema (the inverse of the ``editkit`` loader)."""
@@ -40,5 +44,6 @@ class EditRequest:
             "locality": [{"prompt": p, "answer": a} for p, a in self.locality],
             "subject": self.subject,
             "irrelevant": self.irrelevant,
+            **({"portability": [{"prompt": q, "answer": a} for q, a in self.portability]} if self.portability else {}),
             "meta": dict(self.meta),
         }

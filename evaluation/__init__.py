@@ -2,7 +2,7 @@
 
 from .harness import Harness, compare
 from .schedules import Checkpoint, Schedule
-from .scorers import SCORERS, GenerationScorer, Score, Scorer, TeacherForcedScorer
+from .scorers import SCORERS, GenerationScorer, Score, Scorer, TeacherForcedScorer, WildScorer
 from .schema import EditRow, ResultRow, RoutingRow, SummaryRow, TimingRow
 from .streams import Stream, make_stream, stream_hash
 
@@ -21,6 +21,7 @@ __all__ = [
     "SummaryRow",
     "TeacherForcedScorer",
     "TimingRow",
+    "WildScorer",
     "compare",
     "make_stream",
     "stream_hash",

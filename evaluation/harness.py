@@ -80,11 +80,17 @@ class Harness:
     initial_state: Path | None = None
     #: edits between two saved editor states (also saved at every scoring step), for resuming
     checkpoint_every: int = 10
+    #: scorer settings (``judge``: the wild scorer's external judge callable)
+    scorer_options: dict[str, Any] = field(default_factory=dict)
+    #: protocol fields beyond the defaults that go on every row (``chat_template``, ``tuned_on``)
+    protocol: dict[str, Any] = field(default_factory=dict)
+    #: entries added to every config.json (the chat template, a judge's name, how a config was tuned)
+    record: dict[str, Any] = field(default_factory=dict)
     scorers: list[Scorer] = field(init=False)
 
     def __post_init__(self) -> None:
         bar = (lambda it: tqdm(it, desc="  scoring", leave=False, unit="batch")) if self.progress else None
-        self.scorers = [SCORERS[name](self.tokenizer, self.batch_size, progress=bar) for name in self.scorer_names]
+        self.scorers = [SCORERS[name](self.tokenizer, self.batch_size, progress=bar, options=self.scorer_options) for name in self.scorer_names]
         self.plan = self.schedule.plan(len(self.stream))
         self._prepared = False
 
@@ -111,13 +117,14 @@ class Harness:
             scorer._reference = {tuple(tuple(pair) for pair in key): list(outputs) for key, outputs in shared[scorer.name]}
         self._prepared = True
 
-    def context(self, method: str) -> dict[str, str]:
+    def context(self, method: str) -> dict[str, Any]:
         return {
             "method": method,
             "model": str(self.model_info.get("model_id")),
             "dataset": str(self.dataset_info.get("name")),
             "stream": self.stream.hash,
             "schedule": str(self.schedule),
+            **self.protocol,
         }
 
     def run_config(self, spec: EditorSpec, config: EditorConfig) -> dict[str, Any]:
@@ -153,6 +160,7 @@ class Harness:
             },
             "command": " ".join(sys.argv),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **self.record,
         }
 
     def run(self, spec: EditorSpec, config: EditorConfig, directory: Path, resume: bool = False) -> list[SummaryRow]:

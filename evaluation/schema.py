@@ -37,6 +37,16 @@ class SummaryRow:
     model: str
     dataset: str
     stream: str
+    #: 95 % percentile bootstrap interval of ``mean`` over the edits, and the seed and resamples it used
+    #: (:mod:`editkit.evaluation.uncertainty`)
+    ci_low: float | None = None
+    ci_high: float | None = None
+    ci_seed: int | None = None
+    ci_resamples: int | None = None
+    #: whether every prompt went through the model's chat template (part of the protocol)
+    chat_template: bool = False
+    #: the dev slice a tuned config was selected on (``editkit tune``), None for a config given by hand
+    tuned_on: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,8 @@ class ResultRow:
     dataset: str
     stream: str
     schedule: str
+    chat_template: bool = False
+    tuned_on: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,8 @@ class RoutingRow:
     dataset: str
     stream: str
     schedule: str
+    chat_template: bool = False
+    tuned_on: str | None = None
 
 
 @dataclass(frozen=True)

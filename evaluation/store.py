@@ -29,6 +29,7 @@ except ImportError:  # Windows: runs are not locked there
 from . import rundir
 from .schema import EditRow, ResultRow, RoutingRow, SummaryRow, TimingRow, to_json
 from .scorers import Score
+from .uncertainty import bootstrap_mean
 
 CONFIG, RESULTS, EDITS, SUMMARY, STATE = "config.json", "results.jsonl", "edits.jsonl", "summary.json", "state"
 #: written only for editors that report routing scores (see evaluation/routing.py)
@@ -345,21 +346,30 @@ def summarize(scores: Sequence[Score], context: dict[str, str], final_step: int,
     for s in scores:
         step = s.step if per_checkpoint else final_step
         groups.setdefault((s.metric, s.scorer, step), []).append(s.value)
-    return [
-        SummaryRow(
-            method=context["method"],
-            metric=metric,
-            scorer=scorer,
-            schedule=context["schedule"],
-            step=step,
-            mean=sum(values) / len(values),
-            n=len(values),
-            model=context["model"],
-            dataset=context["dataset"],
-            stream=context["stream"],
+    rows = []
+    for (metric, scorer, step), values in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0])):
+        interval = bootstrap_mean(values)
+        rows.append(
+            SummaryRow(
+                method=context["method"],
+                metric=metric,
+                scorer=scorer,
+                schedule=context["schedule"],
+                step=step,
+                mean=sum(values) / len(values),
+                n=len(values),
+                model=context["model"],
+                dataset=context["dataset"],
+                stream=context["stream"],
+                ci_low=interval.low,
+                ci_high=interval.high,
+                ci_seed=interval.seed,
+                ci_resamples=interval.resamples,
+                chat_template=bool(context.get("chat_template", False)),
+                tuned_on=context.get("tuned_on"),
+            )
         )
-        for (metric, scorer, step), values in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0]))
-    ]
+    return rows
 
 
 def read_summary(path: Path) -> list[dict[str, Any]]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from editkit.batching import tokenize_pair
+from editkit.batching import chat_prompt, has_chat_template, tokenize_pair
 from editkit.errors import DataError, EditkitError
 from editkit.requests import EditRequest
 
@@ -18,11 +18,14 @@ def stream_hash(requests: Sequence[EditRequest]) -> str:
     """sha256 over ids and every text the protocol reads, in stream order.
 
     Two runs with equal hashes edited and scored the same requests in the same order, whatever file or
-    loader they came from; meta is left out because no scorer reads it.
+    loader they came from; meta is left out because no scorer reads it. Portability questions are
+    hashed only where a request has some, so streams without them keep the hash they always had.
     """
     digest = hashlib.sha256()
     for r in requests:
         record = [r.id, r.prompt, r.target, list(r.rephrases), [list(p) for p in r.locality], r.irrelevant]
+        if r.portability:
+            record.append([list(p) for p in r.portability])
         digest.update(json.dumps(record, ensure_ascii=False).encode("utf-8"))
         digest.update(b"\n")
     return digest.hexdigest()
@@ -71,6 +74,32 @@ def make_stream(
     return Stream(tuple(pool), order)
 
 
+def with_chat_template(stream: Stream, tokenizer: Any, model_id: str) -> Stream:
+    """The stream with every prompt a method edits with or a scorer reads (edit prompt, rephrases,
+    locality prompts, portability questions) put through the model's chat template.
+
+    Done once, on the stream, so editing and every scorer see the same templated prompts and no method or
+    scorer can forget it; the stream hash changes with the texts. A model without a template is refused.
+    """
+    if not has_chat_template(tokenizer):
+        raise EditkitError(f"--chat-template on: model {model_id} has no chat template; run with --chat-template off")
+
+    def chat(text: str) -> str:
+        return chat_prompt(tokenizer, text)
+
+    requests = tuple(
+        replace(
+            r,
+            prompt=chat(r.prompt),
+            rephrases=tuple(chat(q) for q in r.rephrases),
+            locality=tuple((chat(p), a) for p, a in r.locality),
+            portability=tuple((chat(q), a) for q, a in r.portability),
+        )
+        for r in stream.requests
+    )
+    return Stream(requests, stream.order + "+chat")
+
+
 def _scored_pairs(request: EditRequest) -> Iterator[tuple[str, str, str, str]]:
     """(prompt field, prompt, answer field, answer) of every sequence the scorers feed for ``request``."""
     yield "prompt", request.prompt, "target", request.target
@@ -78,6 +107,8 @@ def _scored_pairs(request: EditRequest) -> Iterator[tuple[str, str, str, str]]:
         yield f"rephrases[{j}]", rephrase, "target", request.target
     for j, (prompt, answer) in enumerate(request.locality):
         yield f"locality[{j}].prompt", prompt, f"locality[{j}].answer", answer
+    for j, (question, answer) in enumerate(request.portability):
+        yield f"portability[{j}].prompt", question, f"portability[{j}].answer", answer
 
 
 def check_fits_model(

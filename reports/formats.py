@@ -26,6 +26,11 @@ class Row:
     extra: tuple[tuple[str, str], ...] = ()
     #: draw a rule below this row (after the reference rows)
     rule_after: bool = False
+    #: per value, its 95 % bootstrap interval (low, high), or None; empty: no intervals at all
+    intervals: tuple[tuple[float, float] | None, ...] = ()
+
+    def interval(self, i: int) -> tuple[float, float] | None:
+        return self.intervals[i] if i < len(self.intervals) else None
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,11 @@ def shown(value: Cell) -> str:
     return str(value)
 
 
+def shown_interval(interval: tuple[float, float] | None) -> str:
+    """`` [low, high]`` after a value, or nothing."""
+    return "" if interval is None else f" [{interval[0]:.{DECIMALS}f}, {interval[1]:.{DECIMALS}f}]"
+
+
 def render(tables: Sequence[Table], fmt: str) -> str:
     return {"md": render_markdown, "csv": render_csv, "tex": render_latex}[fmt](tables)
 
@@ -65,7 +75,10 @@ def render_markdown(tables: Sequence[Table]) -> str:
 
 def _markdown(table: Table) -> str:
     header = [table.label_header, *table.headers]
-    body = [[row.label, *(_bold_md(shown(v)) if i in row.best else shown(v) for i, v in enumerate(row.values))] for row in table.rows]
+    body = [
+        [row.label, *((_bold_md(shown(v)) if i in row.best else shown(v)) + shown_interval(row.interval(i)) for i, v in enumerate(row.values))]
+        for row in table.rows
+    ]
     numeric = [all(v is None or isinstance(v, (int, float)) for v in column) for column in zip(*(r.values for r in table.rows))]
     return f"**{table.title}.** {table.rest_of_caption()}\n\n" + markdown_grid(header, body, [False, *numeric])
 
@@ -95,7 +108,9 @@ def render_csv(tables: Sequence[Table]) -> str:
     values at full precision."""
     first = tables[0]
     extra_keys = list(dict.fromkeys(k for t in tables for row in t.rows for k, _ in row.extra))
-    header = [first.label_header, *first.keys, *(["best"] if first.marked else []), *extra_keys]
+    with_intervals = any(row.intervals for t in tables for row in t.rows)
+    bounds = [f"{k}_{end}" for k in first.keys for end in ("low", "high")] if with_intervals else []
+    header = [first.label_header, *first.keys, *(["best"] if first.marked else []), *bounds, *extra_keys]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -103,7 +118,8 @@ def render_csv(tables: Sequence[Table]) -> str:
         for row in table.rows:
             extra = dict(row.extra)
             best = [" ".join(table.keys[i] for i in sorted(row.best))] if first.marked else []
-            writer.writerow([row.label, *("" if v is None else v for v in row.values), *best, *(extra.get(k, "") for k in extra_keys)])
+            limits = [("" if row.interval(i) is None else row.interval(i)[end]) for i in range(len(first.keys)) for end in (0, 1)] if with_intervals else []  # type: ignore[index]
+            writer.writerow([row.label, *("" if v is None else v for v in row.values), *best, *limits, *(extra.get(k, "") for k in extra_keys)])
     return buf.getvalue()
 
 
@@ -141,7 +157,10 @@ def _latex(table: Table) -> str:
     ]
     for row in table.rows:
         cells = [latex_escape(row.label)]
-        cells += [f"\\textbf{{{shown(v)}}}" if i in row.best else latex_escape(shown(v)) for i, v in enumerate(row.values)]
+        cells += [
+            (f"\\textbf{{{shown(v)}}}" if i in row.best else latex_escape(shown(v))) + shown_interval(row.interval(i))
+            for i, v in enumerate(row.values)
+        ]
         lines.append(" & ".join(cells) + " \\\\")
         if row.rule_after:
             lines.append("\\midrule")

@@ -34,6 +34,9 @@ class Context:
     schedule: str
     scorers: tuple[str, ...]
     num_edits: int
+    #: protocol fields of newer runs (absent in older summaries: no chat template, not tuned)
+    chat_template: bool = False
+    tuned_on: str | None = None
 
     @property
     def every(self) -> int | None:
@@ -139,4 +142,6 @@ def _context(file: Path, method: str, rows: Sequence[Row]) -> Context:
             raise EditkitError(f"{file}: method '{method}' has rows with different {name} ({seen[0]} and {seen[1]})")
         values[name] = seen[0]
     scorers = tuple(sorted({str(r["scorer"]) for r in rows}))
-    return Context(scorers=scorers, num_edits=max(int(r["step"]) for r in rows), **values)
+    tuned = next((str(r["tuned_on"]) for r in rows if r.get("tuned_on")), None)
+    chat = any(r.get("chat_template") is True for r in rows)
+    return Context(scorers=scorers, num_edits=max(int(r["step"]) for r in rows), chat_template=chat, tuned_on=tuned, **values)

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from editkit.errors import EditkitError
+from editkit.evaluation.scorers import DESCRIPTIONS
 from editkit.registry import baseline_names
-from editkit.evaluation.scorers import SCORERS
 
 from .loading import Context, MethodRun
 
@@ -131,12 +131,13 @@ CAPTION_FIELDS: tuple[tuple[str, str, Callable[[Context], str]], ...] = (
     ("T", "T = {}", lambda c: str(c.num_edits)),
     ("stream", "stream {}", lambda c: c.stream[:STREAM_DIGITS]),
     ("schedule", "schedule {}", lambda c: c.schedule),
+    ("chat template", "chat template {}", lambda c: "on" if c.chat_template else "off"),
 )
 
 
 def scorer_name(scorer: str) -> str:
     """``tf (teacher-forced token accuracy)``: the short name a table uses with what it means."""
-    description = getattr(SCORERS.get(scorer), "description", "")
+    description = DESCRIPTIONS.get(scorer, "")
     return f"{scorer} ({description})" if description else scorer
 
 
@@ -155,4 +156,5 @@ def caption(series: Sequence[Series], scorer: str | None = None) -> str:
             parts.append(f"{field} differs ({listed})")
     if scorer is not None:
         parts.append(f"scorer {scorer_name(scorer)}")
-    return ", ".join(parts)
+    tuned = [f"{s.method} tuned on {s.run.context.tuned_on}" for s in series if s.run.context.tuned_on]
+    return ", ".join(parts + tuned)

@@ -83,6 +83,13 @@ def final_means(summary_file: Path) -> dict[tuple[str, str, str], float]:
     return {(r["method"], r["scorer"], r["metric"]): r["mean"] for r in rows if r["step"] == last}
 
 
+@pytest.fixture(autouse=True)
+def few_edits_suffice(monkeypatch):
+    """The synthetic runs have 6 edits, fewer than a real lead needs; their per-edit differences are
+    constant, so the marks are exercised with the minimum lowered to those 6."""
+    monkeypatch.setattr("editkit.evaluation.uncertainty.MIN_EDITS_FOR_SIGNIFICANCE", N)
+
+
 @pytest.fixture()
 def compare_dir(tmp_path):
     return make_compare(tmp_path / "cmp", {"none": -0.4, "alpha": 0.3, "beta": 0.1})
@@ -103,7 +110,7 @@ def test_table_values_match_summary(compare_dir):
     text = report.text("md")
     alpha = next(r for r in report.tables[0].rows if r.label == "alpha")
     assert f"**{alpha.values[0]:.3f}**" in text
-    assert "model tiny-model, dataset toy_set, T = 6, stream ab12cd34, schedule every:2, scorer tf" in text
+    assert "model tiny-model, dataset toy_set, T = 6, stream ab12cd34, schedule every:2, chat template off, scorer tf" in text
 
 
 def test_csv_and_latex_files(compare_dir):
@@ -172,7 +179,7 @@ def test_single_method_run_directory(tmp_path):
     summary = make_run(tmp_path, "alpha", 0.3)  # tmp_path/alpha is what `editkit run` writes
     report = build_report([tmp_path / "alpha"])
     assert [r.label for r in report.tables[0].rows] == ["alpha"]
-    assert report.tables[0].note == "" and not report.tables[0].rows[0].best  # nothing to rank
+    assert "Bold" not in report.tables[0].note and not report.tables[0].rows[0].best  # nothing to rank
     assert report.series[0].run.directory == tmp_path / "alpha"
     assert report.series[0].run.context.num_edits == max(r["step"] for r in summary)
 
@@ -313,7 +320,7 @@ def test_cli_report_prints_and_writes(editkit, compare_dir, tmp_path):
     assert f"report: {compare_dir / 'report'}" in err
     code, out, err = editkit("report", compare_dir, "--format", "csv", "--out", tmp_path / "elsewhere", "--no-plots")
     assert code == 0, err
-    assert out.startswith("method,reliability,generalization,locality,mean,best,scorer")
+    assert out.startswith("method,reliability,generalization,locality,mean,best,reliability_low,reliability_high")
     assert (tmp_path / "elsewhere" / "table.csv").read_text() == out
 
 

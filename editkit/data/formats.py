@@ -104,8 +104,27 @@ def _zsre(r: Record) -> Fields:
         "rephrases": r.texts("rephrase"),
         "locality": ((r.text("loc"), r.text("loc_ans", strip=True)),),
         "subject": r.optional_text("subject"),
+        "portability": _one_hop(r),
         "meta": {k: r.data[k] for k in ("answers", "pred", "portability") if k in r.data},
     }
+
+
+def _one_hop(r: Record, key: str = "portability") -> tuple[tuple[str, str], ...]:
+    """ZsRE's ``portability``: one object (or a list of them) with "New Question" and "New Answer"; absent
+    in files without it. A record that has the key but not a usable question and answer is refused."""
+    if r.data.get(key) is None:
+        return ()
+    items = r.data[key] if isinstance(r.data[key], list) else [r.data[key]]
+    pairs = []
+    for j, item in enumerate(items):
+        where = key if not isinstance(r.data[key], list) else f"{key}[{j}]"
+        if not isinstance(item, dict):
+            raise r.error("expected an object with 'New Question' and 'New Answer'", where)
+        for name in ("New Question", "New Answer"):
+            if not isinstance(item.get(name), str) or not item[name].strip():
+                raise r.error("missing or not a non-empty string", f"{where}.{name}")
+        pairs.append((item["New Question"], item["New Answer"].strip()))
+    return tuple(pairs)
 
 
 def _counterfact(r: Record) -> Fields:
@@ -145,6 +164,7 @@ def _editkit(r: Record) -> Fields:
         "locality": r.pairs("locality", "prompt", "answer", required=False),
         "subject": r.optional_text("subject"),
         "irrelevant": r.optional_text("irrelevant"),
+        "portability": r.pairs("portability", "prompt", "answer", required=False),
         "meta": meta,
     }
 
