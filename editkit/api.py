@@ -487,7 +487,7 @@ class LoadedRun:
 def load_run(directory: Path | str, method: str | None = None, device: str | None = None) -> LoadedRun:
     """The editor of a run directory with its saved state, and its results. A ``compare`` directory needs
     ``method`` (its sub-directory); the model is the one the run edited (its weights hash is checked)."""
-    from editkit.evaluation.checkpoints import read_checkpoint
+    from editkit.evaluation.checkpoints import read_run_checkpoint
     from editkit.evaluation.store import CONFIG, INVOCATION, read_summary
     from editkit.models import load_model
     from editkit.registry import get_editor_spec
@@ -505,7 +505,7 @@ def load_run(directory: Path | str, method: str | None = None, device: str | Non
         model_info, method_name, method_config = config["model"], config["method"], config["method_config"]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
         raise EditkitError(f"{file}: not a run config editkit wrote") from None
-    checkpoint = read_checkpoint(directory)
+    checkpoint = read_run_checkpoint(directory)
     if checkpoint.state is None:
         raise EditkitError(f"{directory}: holds no saved editor state yet (no checkpoint)")
     model = _model_as_given(directory, INVOCATION) or model_info.get("model_id")

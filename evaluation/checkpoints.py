@@ -39,6 +39,25 @@ class Checkpoint:
 START = Checkpoint(0, None, False)
 
 
+def read_run_checkpoint(directory: Path) -> Checkpoint:
+    """:func:`read_checkpoint` of a method directory, with the stream length its own config.json records (for
+    readers that know only the directory: ``load_run``, the grid's skip and resume checks)."""
+    file = directory / CONFIG
+    try:
+        num_edits = json.loads(file.read_text(encoding="utf-8"))["num_edits"]
+    except FileNotFoundError:
+        return read_checkpoint(directory, 0) if not (directory / CHECKPOINT).exists() else _unreadable(file)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        _unreadable(file)
+    if not isinstance(num_edits, int) or isinstance(num_edits, bool):
+        _unreadable(file)
+    return read_checkpoint(directory, num_edits)
+
+
+def _unreadable(file: Path) -> Checkpoint:
+    raise EditkitError(f"{file}: not a run config editkit wrote (no stream length to check its checkpoint against)")
+
+
 def read_checkpoint(directory: Path, num_edits: int) -> Checkpoint:
     """The last checkpoint of a method directory, verified against the state and row files it names (step 0
     when it has none: the run starts over, and every row already there must be one it will write again)."""

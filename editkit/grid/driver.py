@@ -78,24 +78,24 @@ def check_same_plan(record: dict[str, Any] | None, plan: Plan, root: Path, exten
 
 
 def is_complete(root: Path, cell: Cell) -> bool:
-    from editkit.evaluation.checkpoints import read_checkpoint
+    from editkit.evaluation.checkpoints import read_run_checkpoint
     from editkit.evaluation.store import SUMMARY
 
     directory = cell_dir(root, cell.name)
     try:
-        done = read_checkpoint(directory).complete and (directory / SUMMARY).is_file()
+        done = read_run_checkpoint(directory).complete and (directory / SUMMARY).is_file()
     except EditkitError:
         return False
     return done and (not cell.is_none or (directory / REFERENCES).is_file())
 
 
 def has_checkpoint(root: Path, cell: Cell) -> bool:
-    from editkit.evaluation.checkpoints import read_checkpoint
+    from editkit.evaluation.checkpoints import read_run_checkpoint
     from editkit.evaluation.store import INVOCATION
 
     directory = cell_dir(root, cell.name)
     try:
-        return read_checkpoint(directory).step > 0 and (directory / INVOCATION).is_file()
+        return read_run_checkpoint(directory).step > 0 and (directory / INVOCATION).is_file()
     except EditkitError:
         return False
 
