@@ -25,6 +25,7 @@ from editkit.errors import EditkitError
 from editkit.editor import STATE_TENSORS, EditorConfig
 from editkit.hashing import sha256_file
 from editkit.registry import EditorSpec
+from editkit.tier.common import FULL as FULL_LOOP
 
 from .checkpoints import Checkpoint, keep_rows_up_to, read_checkpoint, results_up_to, save_checkpoint
 from .routing import routing_prompts, routing_rows
@@ -168,6 +169,7 @@ class Harness:
         checkpoints = {cp.step: cp for cp in self.plan}
         summary: list[SummaryRow] = []
         bar = tqdm(requests, desc=f"{spec.name:>8} edits", unit="edit", disable=not self.progress, initial=last.step)
+        full_loops = 0  # edits that recorded ``loop: full`` (a fast loop's fallback), said at the end
         try:
             for index in range(last.step, len(requests)):
                 request = requests[index]
@@ -176,6 +178,7 @@ class Harness:
                 stats["seconds"] = time.perf_counter() - start
                 check_finite_losses(spec.name, index + 1, request.id, stats, self.model_info.get("dtype"))
                 writer.edit(index + 1, request.id, stats)
+                full_loops += stats.get("loop") == FULL_LOOP
                 bar.update(1)
                 checkpoint = checkpoints.get(index + 1)
                 if checkpoint is not None:
@@ -202,6 +205,8 @@ class Harness:
             bar.close()
             writer.close()
             editor.reset()
+        if full_loops:
+            print(f"{spec.name}: {full_loops} of {len(requests) - last.step} edits ran the full forward (loop: full in edits.jsonl)", file=sys.stderr)
         return summary
 
 
