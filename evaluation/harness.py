@@ -27,7 +27,7 @@ from editkit.hashing import sha256_file
 from editkit.registry import EditorSpec
 from editkit.tier.common import FULL as FULL_LOOP
 
-from .checkpoints import Checkpoint, keep_rows_up_to, read_checkpoint, results_up_to, save_checkpoint
+from .checkpoints import START, read_checkpoint, results_at, rewind, save_checkpoint
 from .routing import routing_prompts, routing_rows
 from .schedules import Schedule
 from .scorers import SCORERS, Score, Scorer
@@ -126,6 +126,8 @@ class Harness:
             "num_edits": len(self.stream),
             "seed": self.seed,
             "schedule": str(self.schedule),
+            "edits_per_step": self.schedule.per_step,
+            "batch_edits": spec.editor_class.batch_edits,
             "scorers": list(self.scorer_names),
             "batch_size": self.batch_size,
             # float sums are ordered by the thread count, so it is part of what reproduces a number
@@ -152,34 +154,34 @@ class Harness:
         context = self.context(spec.name)
         per_checkpoint = self.schedule.kind != "immediate"
         requests = self.stream.requests
-        last = read_checkpoint(directory) if resume else Checkpoint(0, None, False)
+        last = read_checkpoint(directory, len(requests)) if resume else START
         if last.complete:
-            return summarize(_scores(results_up_to(directory, last.step)), context, len(requests), per_checkpoint)
+            return summarize(_scores(results_at(directory, last)), context, len(requests), per_checkpoint)
         spec.check_requests(requests)  # before the first edit: a field the method needs is missing
         editor = spec.build(self.model, self.tokenizer, config)
+        editor.check_requests(requests)  # before anything is written
+        say_batching(editor, self.schedule.per_step)
         editor.prepare([r.irrelevant for r in self.stream.requests if r.irrelevant])
-        scores: list[Score] = []
-        if resume:
-            scores = _scores(keep_rows_up_to(directory, last.step))
         if last.state is not None:
             editor.load_state(last.state)
         elif self.initial_state is not None:
             editor.load_state(self.initial_state)
+        scores: list[Score] = _scores(rewind(directory, last)) if resume else []  # only once the state loaded
         writer = RunWriter(directory, self.run_config(spec, config), context, keep_config=resume)
         checkpoints = {cp.step: cp for cp in self.plan}
         summary: list[SummaryRow] = []
         bar = tqdm(requests, desc=f"{spec.name:>8} edits", unit="edit", disable=not self.progress, initial=last.step)
         full_loops = 0  # edits that recorded ``loop: full`` (a fast loop's fallback), said at the end
         try:
-            for index in range(last.step, len(requests)):
-                request = requests[index]
-                start = time.perf_counter()
-                stats = dict(editor.edit(request))
-                stats["seconds"] = time.perf_counter() - start
-                check_finite_losses(spec.name, index + 1, request.id, stats, self.model_info.get("dtype"))
-                writer.edit(index + 1, request.id, stats)
-                full_loops += stats.get("loop") == FULL_LOOP
-                bar.update(1)
+            for step in self.schedule.steps(len(requests)):
+                if step.stop <= last.step:
+                    continue  # applied before the run was interrupted (checkpoints fall between steps)
+                for index, stats in zip(step, timed_step(editor, [requests[i] for i in step])):
+                    check_finite_losses(spec.name, index + 1, requests[index].id, stats, self.model_info.get("dtype"))
+                    writer.edit(index + 1, requests[index].id, stats)
+                    full_loops += stats.get("loop") == FULL_LOOP
+                bar.update(len(step))
+                index = step.stop - 1
                 checkpoint = checkpoints.get(index + 1)
                 if checkpoint is not None:
                     for scorer in self.scorers:
@@ -196,11 +198,9 @@ class Harness:
                     if per_checkpoint or checkpoint.step == len(requests):
                         summary = summarize(scores, context, len(requests), per_checkpoint)
                         writer.summary(summary)
-                if index + 1 < len(requests) and (checkpoint is not None or (index + 1) % self.checkpoint_every == 0):
-                    writer.sync()
-                    save_checkpoint(directory, index + 1, editor)
-            writer.sync()
-            save_checkpoint(directory, len(requests), editor, complete=True)
+                if index + 1 < len(requests) and (checkpoint is not None or _crossed(step, self.checkpoint_every)):
+                    save_checkpoint(directory, index + 1, editor, writer.sync())
+            save_checkpoint(directory, len(requests), editor, writer.sync(), complete=True)
         finally:
             bar.close()
             writer.close()
@@ -208,6 +208,33 @@ class Harness:
         if full_loops:
             print(f"{spec.name}: {full_loops} of {len(requests) - last.step} edits ran the full forward (loop: full in edits.jsonl)", file=sys.stderr)
         return summary
+
+
+def timed_step(editor: editkit.Editor, requests: Sequence[editkit.EditRequest]) -> list[dict[str, Any]]:
+    """One edit step's stats, one dict per request; a step of B requests that took S seconds records S / B
+    as each request's ``seconds`` (and S as ``step_seconds``), so seconds per edit compare across B."""
+    start = time.perf_counter()
+    all_stats = [dict(stats) for stats in editor.edit_batch(requests)]
+    elapsed = time.perf_counter() - start
+    if len(all_stats) != len(requests):
+        raise RuntimeError(f"{editor.name}.edit_batch returned {len(all_stats)} stats for {len(requests)} requests")
+    for stats in all_stats:
+        stats["seconds"] = elapsed / len(requests)
+        if len(requests) > 1:
+            stats["step_seconds"] = elapsed
+    return all_stats
+
+
+def say_batching(editor: editkit.Editor, per_step: int) -> None:
+    """One line when a method asked for batch edits applies them one by one (the numbers stay valid: the
+    stream is edited in the same order, but it is not the joint batch update)."""
+    if per_step > 1 and not editor.batch_edits:
+        print(f"editkit: {editor.name} has no batch edit; each step of {per_step} requests is applied one by one", file=sys.stderr)
+
+
+def _crossed(step: range, every: int) -> bool:
+    """Whether an edit step ended on or passed a multiple of ``every`` edits."""
+    return step.stop // every > step.start // every
 
 
 def _scores(rows: Sequence[dict[str, Any]]) -> list[Score]:

@@ -20,7 +20,10 @@ from editkit.testing.plugin import editor_cases
 
 REQUEST = EditRequest(id="m0", prompt="The capital of Zorbia is", target=" Quelp")
 PROBES = ["The capital of Zorbia is", "A cat sat on the mat and"]
-CASES = [case for case in editor_cases() if case.name not in baseline_names() and case.variant == "default"]
+#: the editors with a fast loop (issue 16's acceptance); ROME/MEMIT/AlphaEdit are not in the matrix yet
+#: (AlphaEdit fails on GPT-2's Conv1D here, and one edit costs ~50 s on this machine)
+MATRIX_EDITORS = ("memoir", "ft", "ft-l", "ft-m", "grace", "wise")
+CASES = [c for c in editor_cases(MATRIX_EDITORS) if c.name not in baseline_names() and c.variant == "default"]
 
 
 def _target_log_prob(editor, tok) -> float:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import editkit.hashing
 import editkit.models as models
 from editkit.errors import EditkitError
 from editkit.models import DEFAULT_MODEL, LoadedModel, cache_dir, ensure_default_model, load_model
@@ -309,7 +310,7 @@ def test_default_model_is_converted_once_and_hash_read_from_the_manifest(fake_pi
     assert manifest["weights_sha256"] == sha256_of(path / "model.safetensors")
     assert [p.name for p in path.parent.iterdir() if p.name.startswith(".tmp-")] == []
 
-    monkeypatch.setattr(models, "sha256_file", lambda p: pytest.fail(f"rehashed {p}"))
+    monkeypatch.setattr(editkit.hashing, "sha256_file", lambda p: pytest.fail(f"rehashed {p}"))  # the manifest's fingerprint matches
     for name in (None, "default", DEFAULT_MODEL):
         loaded = load_model(name)
         assert loaded.model_id == DEFAULT_MODEL

@@ -26,11 +26,11 @@ class FastPath:
     tolerance (:func:`editkit.partial.mismatch`), and every later edit trusts the answer.
 
     A fallback to the full forward is never silent: it is announced once per editor (so once per run of a
-    method), in one line on stderr with the reason, by ``owner`` (how the line names the method); every
+    method), in one line on stderr with the reason, naming the ``owner`` editor; every
     edit then records ``loop: full``, which the run's summary counts.
     """
 
-    def __init__(self, reason: str | None, owner: str = "editor"):
+    def __init__(self, reason: str | None, owner: object = None):
         #: None: not checked yet; else the chosen candidate's name or :data:`FULL`
         self.mode: str | None = None if reason is None else FULL
         #: why the full forward is used (None while a shortcut is, or may still be, used)
@@ -58,7 +58,7 @@ class FastPath:
         """The one line (once) that says the fast loop is off here, and why."""
         if not self._announced and self.mode == FULL:
             self._announced = True
-            print(f"{self.owner}: the fast edit loop is off, every edit runs the full forward ({self.reason or 'no reason recorded'})", file=sys.stderr)
+            print(f"{label(self.owner) if self.owner is not None else 'editor'}: the fast edit loop is off, every edit runs the full forward ({self.reason or 'no reason recorded'})", file=sys.stderr)
 
     def choose(
         self,

@@ -46,10 +46,10 @@ class ModuleEditor(Editor):
         self.module_path = layer_module_path(model, getattr(self.config, "layer"), self.official_layer)
         self.split = SplitForward(model, self.module_path)
         self.module = self.split.module
-        self.fast_path = FastPath(self.split.reason, label(self))
+        self.fast_path = FastPath(self.split.reason, self)
 
     # ------------------------------------------------------------------ editing
-    def edit_batch(self, request: EditRequest, prompts: Sequence[str] | None = None) -> PromptBatch:
+    def training_batch(self, request: EditRequest, prompts: Sequence[str] | None = None) -> PromptBatch:
         """The right-padded training batch of one edit: ``prompts`` (default: the request's prompt; row 0
         must be the plain prompt) each continued by the target. Refuses an empty prompt or target."""
         rows = list(prompts) if prompts is not None else [request.prompt]

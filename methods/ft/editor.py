@@ -26,7 +26,6 @@ from editkit.editor import _forward_params
 from editkit.partial import SplitForward, block_input
 from editkit.requests import EditRequest
 from editkit.tier import FULL, FastPath, WeightEditor, require_tokens
-from editkit.tier.common import label
 
 from .config import FTConfig
 
@@ -55,7 +54,7 @@ class FTEditor(WeightEditor):
         super().__init__(model, tokenizer, config)
         self.split = SplitForward(model, self.module_path)
         self._keep_logits = "logits_to_keep" in _forward_params(type(model))
-        self.fast_path = FastPath(self.split.reason, label(self))
+        self.fast_path = FastPath(self.split.reason, self)
 
     # ------------------------------------------------------------------ editing
     def edit(self, request: EditRequest) -> dict[str, Any]:

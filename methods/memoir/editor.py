@@ -154,7 +154,7 @@ class MemoirEditor(ModuleEditor):
         cfg: MemoirConfig = self.config
         self._ensure_background()
         prefixes = self._ensure_prefixes()
-        batch = self.edit_batch(request, prefixed(request.prompt, prefixes))
+        batch = self.training_batch(request, prefixed(request.prompt, prefixes))
         mask = self.prompt_masks([request.prompt])[0]
 
         with torch.enable_grad(), frozen(self.model):
