@@ -64,19 +64,6 @@ def enclosing_block(model: torch.nn.Module, module_path: str) -> tuple[str, int 
 
 
 @contextmanager
-def blocks_from(model: torch.nn.Module, blocks_path: str, start: int) -> Iterator[None]:
-    """Temporarily make the model's block list hold only blocks ``start`` and above."""
-    parent_path, _, attr = blocks_path.rpartition(".")
-    parent = resolve_module(model, parent_path) if parent_path else model
-    blocks = getattr(parent, attr)
-    setattr(parent, attr, torch.nn.ModuleList(list(blocks)[start:]))
-    try:
-        yield
-    finally:
-        setattr(parent, attr, blocks)
-
-
-@contextmanager
 def frozen(model: torch.nn.Module) -> Iterator[None]:
     """No base parameter requires grad inside the block (so a backward pass through the blocks above an
     edit computes no weight gradients); the flags are restored after, because a model is shared by every

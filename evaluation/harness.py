@@ -25,6 +25,7 @@ from editkit.errors import EditkitError
 from editkit.editor import STATE_TENSORS, EditorConfig
 from editkit.hashing import sha256_file
 from editkit.registry import EditorSpec
+from editkit.tier.common import FULL as FULL_LOOP
 
 from .checkpoints import START, read_checkpoint, results_at, rewind, save_checkpoint
 from .routing import routing_prompts, routing_rows
@@ -192,6 +193,7 @@ class Harness:
         checkpoints = {cp.step: cp for cp in self.plan}
         summary: list[SummaryRow] = []
         bar = tqdm(requests, desc=f"{spec.name:>8} edits", unit="edit", disable=not self.progress, initial=last.step)
+        full_loops = 0  # edits that recorded ``loop: full`` (a fast loop's fallback), said at the end
         try:
             for step in self.schedule.steps(len(requests)):
                 if step.stop <= last.step:
@@ -199,6 +201,7 @@ class Harness:
                 for index, stats in zip(step, timed_step(editor, [requests[i] for i in step])):
                     check_finite_losses(spec.name, index + 1, requests[index].id, stats, self.model_info.get("dtype"))
                     writer.edit(index + 1, requests[index].id, stats)
+                    full_loops += stats.get("loop") == FULL_LOOP
                 bar.update(len(step))
                 index = step.stop - 1
                 checkpoint = checkpoints.get(index + 1)
@@ -224,6 +227,8 @@ class Harness:
             bar.close()
             writer.close()
             editor.reset()
+        if full_loops:
+            print(f"{spec.name}: {full_loops} of {len(requests) - last.step} edits ran the full forward (loop: full in edits.jsonl)", file=sys.stderr)
         return summary
 
 

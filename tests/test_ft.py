@@ -172,21 +172,29 @@ def test_upper_block_shortcut_edits_like_the_full_forward(build_editor, name):
     torch.testing.assert_close(fast.weight, full.weight, atol=1e-6, rtol=0)
 
 
-def test_models_where_the_shortcut_does_not_hold_use_the_full_forward(tok):
-    """GPT-2 adds learned position embeddings to ``inputs_embeds``: the once-per-editor check must notice."""
+def test_learned_positions_take_the_shortcut_and_edit_like_the_full_forward(tok):
+    """GPT-2 adds learned position embeddings before its blocks: the upper loop runs the model's own decoder
+    (the blocks below L stood in for), so the shortcut holds there too and trains the same weight."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    torch.manual_seed(0)
     config = GPT2Config(vocab_size=258, n_embd=32, n_layer=3, n_head=4, n_positions=64, bos_token_id=256, eos_token_id=256)
-    model = GPT2LMHeadModel(config).eval()
-    editor = editkit.get_editor_spec("ft").build(model, tok, FTConfig(lr=1e-2))
-    assert editor.module_path == "transformer.h.2.mlp.c_proj"  # a Conv1D
+    editors = []
+    for forced_full in (False, True):
+        torch.manual_seed(0)
+        model = GPT2LMHeadModel(config).eval()
+        editor = editkit.get_editor_spec("ft").build(model, tok, FTConfig(lr=1e-2))
+        if forced_full:
+            editor.fast_path.mode = "full"
+        editors.append(editor)
+    fast, full = editors
+    assert fast.module_path == "transformer.h.2.mlp.c_proj"  # a Conv1D
     batch = encode(tok, [REQUEST.prompt], [REQUEST.target])
     labels = batch.target_labels()
-    nll = lambda: float(torch.nn.functional.cross_entropy(editor.logits(batch)[0], labels[0]))  # noqa: E731
+    nll = lambda: float(torch.nn.functional.cross_entropy(fast.logits(batch)[0], labels[0]))  # noqa: E731
     before = nll()
-    editor.edit(REQUEST)
-    assert editor.fast_path.mode == "full"
+    stats = [editor.edit(REQUEST) for editor in editors]
+    assert [s["loop"] for s in stats] == ["upper", "full"]
+    torch.testing.assert_close(fast.weight, full.weight, atol=1e-5, rtol=0)
     assert nll() < before
 
 

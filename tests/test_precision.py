@@ -42,7 +42,8 @@ def test_float16_overflow_stops_the_run_before_writing_the_bad_edit(tmp_path):
          "--num-edits", "2", "--scorers", "tf", "--threads", "1", "--dtype", "float16", "--out", out, "--no-progress"],
         capture_output=True, text=True,
     )  # fmt: skip
-    lines = [line for line in proc.stderr.splitlines() if line.strip() and "Writing model shards" not in line]
+    noise = ("Writing model shards", "the fast edit loop is off")  # the NaN also fails FT's one-off shortcut check
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and not any(n in line for n in noise)]
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(lines) == 1 and "non-finite loss" in lines[0], proc.stderr

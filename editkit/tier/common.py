@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from contextlib import nullcontext
 from typing import Callable, ContextManager, Mapping
 
@@ -9,7 +10,7 @@ import torch
 
 from editkit.batching import PromptBatch
 from editkit.errors import EditkitError
-from editkit.partial import logits_match
+from editkit.partial import mismatch
 from editkit.requests import EditRequest
 
 #: the loop an edit ran when no shortcut is used (recorded as ``loop`` in the edit's stats)
@@ -22,12 +23,20 @@ class FastPath:
     Shortcuts (cached lower layers, only the blocks above the edit, the LM head only at the targets) are
     exact on most decoders and wrong on some (position embeddings added to ``inputs_embeds``, rescaled
     embeddings...), so the first edit compares each candidate with the full forward, once, with one
-    tolerance (:func:`editkit.partial.logits_match`), and every later edit trusts the answer.
+    tolerance (:func:`editkit.partial.mismatch`), and every later edit trusts the answer.
+
+    A fallback to the full forward is never silent: it is announced once per editor (so once per run of a
+    method), in one line on stderr with the reason, naming the ``owner`` editor; every
+    edit then records ``loop: full``, which the run's summary counts.
     """
 
-    def __init__(self, possible: bool):
+    def __init__(self, reason: str | None, owner: object = None):
         #: None: not checked yet; else the chosen candidate's name or :data:`FULL`
-        self.mode: str | None = None if possible else FULL
+        self.mode: str | None = None if reason is None else FULL
+        #: why the full forward is used (None while a shortcut is, or may still be, used)
+        self.reason = reason
+        self.owner = owner
+        self._announced = False
 
     @property
     def checked(self) -> bool:
@@ -36,7 +45,20 @@ class FastPath:
     @property
     def usable(self) -> bool:
         """False once the full forward is known to be needed (a caller may then skip the lower pass)."""
+        if self.mode == FULL:
+            self.announce()
         return self.mode != FULL
+
+    def fall_back(self, reason: str) -> None:
+        """Use the full forward from now on, announcing why."""
+        self.mode, self.reason = FULL, reason
+        self.announce()
+
+    def announce(self) -> None:
+        """The one line (once) that says the fast loop is off here, and why."""
+        if not self._announced and self.mode == FULL:
+            self._announced = True
+            print(f"{label(self.owner) if self.owner is not None else 'editor'}: the fast edit loop is off, every edit runs the full forward ({self.reason or 'no reason recorded'})", file=sys.stderr)
 
     def choose(
         self,
@@ -48,17 +70,22 @@ class FastPath:
         :data:`FULL`. ``probe``: a context that puts a non-zero edit in place for the check, so the point
         where the edit joins the residual stream is tested too, not only the cached lower layers."""
         if self.mode is None:
-            self.mode = FULL
+            reasons: list[str] = []
             with torch.no_grad(), probe if probe is not None else nullcontext():
                 reference = full()
                 for name, short in candidates.items():
                     try:
-                        matches = logits_match(short(), reference)
-                    except Exception:  # a decoder that cannot be driven from inputs_embeds this way
-                        continue
-                    if matches:
+                        why = mismatch(short(), reference)
+                    except Exception as error:  # a decoder that cannot be driven from inputs_embeds this way
+                        why = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                    if why is None:
                         self.mode = name
                         break
+                    reasons.append(f"{name}: {why}")
+            if self.mode is None:
+                self.fall_back("; ".join(reasons) or "no shortcut to try")
+        elif self.mode == FULL:
+            self.announce()
         return self.mode
 
 

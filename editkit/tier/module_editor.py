@@ -18,7 +18,8 @@ from editkit.batching import PromptBatch, encode
 from editkit.checks import layer_module_path
 from editkit.editor import Editor, EditorConfig
 from editkit.errors import EditkitError
-from editkit.partial import SplitForward
+from editkit.layers import TokenShape, like_module_tensor
+from editkit.partial import LowerPart, SplitForward
 from editkit.requests import EditRequest
 
 from .common import FastPath, check_state_module, label, require_tokens
@@ -45,7 +46,7 @@ class ModuleEditor(Editor):
         self.module_path = layer_module_path(model, getattr(self.config, "layer"), self.official_layer)
         self.split = SplitForward(model, self.module_path)
         self.module = self.split.module
-        self.fast_path = FastPath(self.split.possible)
+        self.fast_path = FastPath(self.split.reason, self)
 
     # ------------------------------------------------------------------ editing
     def training_batch(self, request: EditRequest, prompts: Sequence[str] | None = None) -> PromptBatch:
@@ -58,18 +59,43 @@ class ModuleEditor(Editor):
 
     @contextmanager
     def hooked(self, change: Callable[[torch.Tensor, torch.Tensor, int], "torch.Tensor | None"]) -> Iterator[None]:
-        """Inside the block, call ``n`` of the module returns ``change(input, output, n)`` (None: unchanged)."""
+        """Inside the block, call ``n`` of the module returns ``change(input, output, n)`` (None: unchanged).
+
+        ``change`` always sees [B, T, ·] tensors and may return [B, T, ·]: where the module gets flattened
+        [B·T, ·] tokens (OPT's FFN), the hook views them by the (B, T) of the block's input and gives the
+        result back in the module's layout."""
         calls = [0]
+        shape = TokenShape(self.model, self.module_path)
 
         def hook(_module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
             calls[0] += 1
-            return change(args[0], output, calls[0] - 1)
+            result = change(shape.view(args[0]), shape.view(output), calls[0] - 1)
+            return None if result is None else like_module_tensor(result, output)
 
         handle = self.module.register_forward_hook(hook)
         try:
             yield
         finally:
             handle.remove()
+            shape.remove()
+
+    def shortcut_logits(
+        self,
+        batch: PromptBatch,
+        lower: LowerPart,
+        delta: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+    ) -> torch.Tensor:
+        """[K, V] logits at (rows, cols) of a fast loop's step: ``delta`` (the edit's change to the module's
+        output) joined to the cached ``lower`` part where the model's own block would join it: straight
+        onto block ``L``'s output, or through the rest of block ``L`` where a norm follows the FFN
+        (Gemma-2/3). ``lower``, ``delta`` and ``position_ids`` in one layout (padded, or packed with
+        ``attention_mask`` None); ``batch`` is the padded edit batch (for the one-off additivity check)."""
+        additive = self.split.output_is_additive(batch)
+        return self.split.edited_logits(lower, delta, additive, attention_mask, position_ids, rows, cols)
 
     # ---------------------------------------------------------------- routing
     @contextmanager

@@ -4,12 +4,12 @@ Snapshot, restore, state and the float32 master copy on half-precision models co
 :class:`~editkit.tier.WeightEditor`; this file is the objective and the training loop.
 
 Speed: the weight being tuned sits in block ``L``; blocks below ``L`` never change during an edit, so the
-hidden states entering block ``L`` are computed once per edit and each step runs only blocks ``L..N-1`` (the
-block list is swapped for its upper part and the cached states are fed as ``inputs_embeds``); the vocabulary
-projection is computed only at the positions the loss reads (``logits_to_keep``). That shortcut is only
-valid when the model feeds ``inputs_embeds`` straight into its first block, so on the first edit it is
-checked against the model's own full forward (:class:`~editkit.tier.FastPath`); models that add position
-embeddings or scale the embeddings (GPT-2, Gemma...) fail the check and use the full forward from then on.
+hidden states entering block ``L`` are computed once per edit and each step runs only blocks ``L..N-1``
+through the model's own decoder (:meth:`~editkit.partial.SplitForward.upper_logits` with ``start=L``, so
+learned positions, embedding scales and per-layer attention types are done as in the full forward); the
+vocabulary projection is computed only at the positions the loss reads. On the first edit the shortcut is
+checked against the model's own full forward (:class:`~editkit.tier.FastPath`), which is announced, with
+its reason, if it ever fails.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from editkit.batching import tokenize_pair
 from editkit.editor import _forward_params
-from editkit.partial import block_input, blocks_from, enclosing_block
+from editkit.partial import SplitForward, block_input
 from editkit.requests import EditRequest
 from editkit.tier import FULL, FastPath, WeightEditor, require_tokens
 
@@ -52,10 +52,9 @@ class FTEditor(WeightEditor):
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, config: FTConfig | None = None):
         super().__init__(model, tokenizer, config)
-        self._blocks_path, self._block_index = enclosing_block(model, self.module_path)
-        params = _forward_params(type(model))
-        self._keep_logits = "logits_to_keep" in params
-        self.fast_path = FastPath(self._block_index is not None and "inputs_embeds" in params)
+        self.split = SplitForward(model, self.module_path)
+        self._keep_logits = "logits_to_keep" in _forward_params(type(model))
+        self.fast_path = FastPath(self.split.reason, self)
 
     # ------------------------------------------------------------------ editing
     def edit(self, request: EditRequest) -> dict[str, Any]:
@@ -121,10 +120,11 @@ class FTEditor(WeightEditor):
             kwargs["logits_to_keep"] = problem.positions
         if hidden is None:
             logits = self.model(input_ids=problem.input_ids, **kwargs).logits[0]
-        else:
-            with blocks_from(self.model, self._blocks_path, self._block_index):  # the edited block and above
-                logits = self.model(inputs_embeds=hidden, **kwargs).logits[0]
-        return logits if self._keep_logits else logits[problem.positions]
+            return logits if self._keep_logits else logits[problem.positions]
+        # one unpadded row: no attention mask, positions 0..T-1, the edited block and those above it
+        positions = torch.arange(problem.input_ids.shape[1], device=problem.input_ids.device)[None]
+        rows = torch.zeros_like(problem.positions)
+        return self.split.upper_logits(hidden, None, positions, rows, problem.positions, start=self.split.block_index)
 
     def _hidden_entering_block(self, problem: _Problem) -> torch.Tensor | None:
         """The hidden states entering the edited block, when the shortcut is usable (else None).
@@ -133,9 +133,10 @@ class FTEditor(WeightEditor):
         shortcut is compared with the full forward."""
         if not self.fast_path.usable:
             return None
-        hidden = block_input(self.model, self._blocks_path, self._block_index, {"input_ids": problem.input_ids, "use_cache": False})
+        split = self.split
+        hidden = block_input(self.model, split.blocks_path, split.block_index, {"input_ids": problem.input_ids, "use_cache": False})
         if hidden is None:
-            self.fast_path.mode = FULL
+            self.fast_path.fall_back(f"block {split.block_index} got no hidden states")
             return None
         mode = self.fast_path.choose(lambda: self._logits(problem, None), {UPPER: lambda: self._logits(problem, hidden)})
         return hidden if mode == UPPER else None

@@ -126,8 +126,7 @@ class GraceEditor(ModuleEditor):
 
         def short_logits() -> torch.Tensor:
             change = torch.where(positions[..., None], value.to(lower.module_out.dtype) - lower.module_out, 0)
-            hidden = lower.block_out + change.to(lower.block_out.dtype)
-            return self.split.upper_logits(hidden, batch.attention_mask, batch.position_ids, rows, cols)
+            return self.shortcut_logits(batch, lower, change, batch.attention_mask, batch.position_ids, rows, cols)
 
         loop = self.fast_path.choose(full_logits, {PADDED: short_logits}) if lower is not None else FULL
         logits = short_logits if loop == PADDED else full_logits

@@ -190,7 +190,7 @@ class MemoirEditor(ModuleEditor):
             return None
         lower = self._lower(batch)
         modes = (self.fast_path.mode,) if self.fast_path.checked else _FAST_MODES
-        losses = {m: self._fast_loss(batch, mask, lower.module_in, lower.block_out, packed=m == "packed") for m in modes}
+        losses = {m: self._fast_loss(batch, mask, lower, packed=m == "packed") for m in modes}
         rows, cols, _ = target_positions(batch)
         route: Route = (torch.arange(len(batch), device=self.device), mask.expand(len(batch), -1))
         mode = self.fast_path.choose(
@@ -214,7 +214,8 @@ class MemoirEditor(ModuleEditor):
     def _lower(self, batch: PromptBatch) -> LowerPart:
         """Block ``L``'s view of the edit batch, from the cached prefix states when they reproduce the plain
         lower pass (checked on the first edit that can use them)."""
-        if self.reuse_prefix_states is not False and self.config.num_prefixes:
+        # the prefix states hold no block input, which a change through the rest of block L needs (Gemma-2/3)
+        if self.reuse_prefix_states is not False and self.config.num_prefixes and self.split.output_is_additive(batch):
             prefixes = self._ensure_prefixes()
             states = prefix_states(self.split, self.tokenizer, prefixes)
             reused = None if states is None else lower_after_prefixes(self.split, batch, states, [None, *range(len(prefixes))])
@@ -227,7 +228,7 @@ class MemoirEditor(ModuleEditor):
         return self.split.lower(batch)
 
     def _fast_loss(
-        self, batch: PromptBatch, mask: torch.Tensor, acts: torch.Tensor, block_out: torch.Tensor, packed: bool
+        self, batch: PromptBatch, mask: torch.Tensor, lower: LowerPart, packed: bool
     ) -> "_LossFn":
         """Loss from block ``L``'s cached output: only the blocks above it run, the head only at targets.
 
@@ -240,16 +241,16 @@ class MemoirEditor(ModuleEditor):
         positions = batch.position_ids
         if packed:
             layout = PackedRows.of(batch)
-            acts, block_out = layout.pack(acts), layout.pack(block_out)
+            lower = layout.pack_lower(lower)
             positions = layout.position_ids
             rows, cols = torch.zeros_like(rows), layout.index[rows, cols]
             attention_mask = None
         channels = torch.nonzero(mask).flatten()
-        selected = acts.index_select(-1, channels).float()  # cut once per edit, not once per step
+        selected = lower.module_in.index_select(-1, channels).float()  # cut once per edit, not once per step
 
         def logits() -> torch.Tensor:
-            hidden = block_out + self.memory.delta_on(selected, channels).to(block_out.dtype)
-            return self.split.upper_logits(hidden, attention_mask, positions, rows, cols)
+            delta = self.memory.delta_on(selected, channels)
+            return self.shortcut_logits(batch, lower, delta, attention_mask, positions, rows, cols)
 
         def loss() -> torch.Tensor:
             return F.cross_entropy(logits().float(), targets)

@@ -26,11 +26,11 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from transformers.activations import ACT2FN
 
 from editkit.batching import PromptBatch, encode
 from editkit.editor import RoutingScores
 from editkit.errors import EditkitError
+from editkit.layers import capture, ffn_activation
 from editkit.partial import PackedRows, frozen
 from editkit.prefixes import context_prefixes, prefixed
 from editkit.requests import EditRequest
@@ -68,8 +68,8 @@ class WiseEditor(ModuleEditor):
     def __init__(self, model: torch.nn.Module, tokenizer: Any, config: WiseConfig | None = None):
         super().__init__(model, tokenizer, config)
         self.shape = (self.split.out_features, self.split.in_features)
-        act_name = getattr(getattr(model, "config", None), "hidden_act", None)
-        self.activation: Callable[[torch.Tensor], torch.Tensor] = ACT2FN[act_name] if act_name in ACT2FN else (lambda x: x)
+        #: the FFN's own activation (from the module, not a config key), for the routing gap
+        self.activation: Callable[[torch.Tensor], torch.Tensor] = ffn_activation(model, self.module_path)
         self._prefixes: list[str] | None = None
         self.reset()
 
@@ -169,7 +169,7 @@ class WiseEditor(ModuleEditor):
 
         def full_logits(delta: torch.Tensor) -> torch.Tensor:
             def change(acts: torch.Tensor, output: torch.Tensor, _call: int) -> torch.Tensor:
-                captured["out"], captured["change"] = output.detach(), F.linear(acts.float(), delta)
+                captured["out"], captured["change"] = capture(output), F.linear(acts.float(), delta)
                 return output + captured["change"].to(output.dtype)
 
             with self.hooked(change):
@@ -181,8 +181,8 @@ class WiseEditor(ModuleEditor):
 
         def short_logits(delta: torch.Tensor) -> torch.Tensor:
             captured["out"], captured["change"] = lower.module_out, F.linear(lower.module_in.float(), delta)
-            hidden = layout.pack(lower.block_out) + layout.pack(captured["change"]).to(lower.block_out.dtype)
-            return self.split.upper_logits(hidden, None, layout.position_ids, torch.zeros_like(rows), layout.index[rows, cols])
+            packed, change = layout.pack_lower(lower), layout.pack(captured["change"])
+            return self.shortcut_logits(batch, packed, change, None, layout.position_ids, torch.zeros_like(rows), layout.index[rows, cols])
 
         loop = FULL
         if lower is not None:  # the one-off check runs with a random non-zero side memory
