@@ -36,14 +36,6 @@ def _requests(n: int) -> list[EditRequest]:
     ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _editor(name: str = "memoir", **overrides) -> MemoirEditor:
     model, tokenizer = tiny_model_and_tokenizer()
     spec = get_editor_spec(name)
@@ -159,7 +151,7 @@ def test_plus_state_round_trip_and_a_faithful_state_is_refused(tmp_path):
     faithful = _editor(n_iter=3)
     faithful.edit(_requests(1)[0])
     faithful.save_state(tmp_path / "faithful")
-    with pytest.raises(EditkitError, match="not 'memoir\+'"):
+    with pytest.raises(EditkitError, match=r"not 'memoir\+'"):
         _editor("memoir+").load_state(tmp_path / "faithful")
     with pytest.raises(EditkitError, match="key_covariance"):  # same name, another option set
         _editor(protect="nullspace").load_state(tmp_path / "faithful")

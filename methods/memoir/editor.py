@@ -118,7 +118,7 @@ class MemoirEditor(ModuleEditor):
             self.background = None
 
     def _ensure_background(self) -> torch.Tensor | None:
-        if self.config.aggregation != "mean_decentered":
+        if "mean_decentered" not in self._feature_modes:
             return None
         if self.background is None:
             texts = self._background_texts or BUILTIN_BACKGROUND[: self.config.background_size]
@@ -129,6 +129,12 @@ class MemoirEditor(ModuleEditor):
                 cache[key] = self._background_mean(list(texts))
             self.background = cache[key]
         return self.background
+
+    @property
+    def _feature_modes(self) -> tuple[str, ...]:
+        """The pooled features this config computes: the mask's aggregation, and the reranker's."""
+        cfg: MemoirConfig = self.config
+        return tuple(dict.fromkeys((cfg.aggregation, cfg.rerank_feature) if cfg.router == "rerank" else (cfg.aggregation,)))
 
     @property
     def _dtype(self) -> torch.dtype:
@@ -190,7 +196,7 @@ class MemoirEditor(ModuleEditor):
         lookup_start = time.perf_counter()
         _, nearest = self.database.best(pack(mask[None]))
         lookup_seconds = time.perf_counter() - lookup_start
-        row, new = self._store(mask, features[cfg.rerank_feature][0])
+        row, new = self._store(mask, features.get(cfg.rerank_feature, features[cfg.aggregation])[0])
         return {
             "iterations": iterations,
             "loss": final_loss,
@@ -217,7 +223,8 @@ class MemoirEditor(ModuleEditor):
         """Store the masks and features of ``prompts`` as if they had been edited, without training: routing
         depends only on them, so routing is studied this way on a dev slice (``routing_check``)."""
         features = self.prompt_features(prompts)
-        for mask, feature in zip(self._masks(features[self.config.aggregation]), features[self.config.rerank_feature]):
+        pooled = features.get(self.config.rerank_feature, features[self.config.aggregation])
+        for mask, feature in zip(self._masks(features[self.config.aggregation]), pooled):
             self._store(mask, feature)
 
     def _choose_loss(self, batch: PromptBatch, mask: torch.Tensor) -> "_LossFn | None":
@@ -365,7 +372,7 @@ class MemoirEditor(ModuleEditor):
         """Each pooled feature the config uses (the mask's aggregation, the reranker's), [len(prompts), D]
         per mode, of plain prompts each computed alone with the memory off; NaN rows for empty prompts."""
         background = self._ensure_background()
-        modes = dict.fromkeys((self.config.aggregation, self.config.rerank_feature))
+        modes = self._feature_modes
         rows: dict[str, list[torch.Tensor]] = {mode: [] for mode in modes}
         for prompt in prompts:
             batch = encode(self.tokenizer, [prompt], device=self.device)
@@ -387,7 +394,7 @@ class MemoirEditor(ModuleEditor):
         """[len(prompts), D] bool TopHash masks of plain prompts (each computed alone, memory off)."""
         return self._masks(self.prompt_features(prompts)[self.config.aggregation])
 
-    def _route_scores(self, acts: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float]:
+    def _best_overlaps(self, acts: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float]:
         """Per row: the stored row it would read and its in-scope score, plus the threshold (score ≥
         threshold ⇔ the memory is on). ``overlap``: the best-overlapping mask, overlap / k, τ. ``rerank``:
         of the ``rerank_candidates`` best masks reaching τ, the one whose stored feature has the highest
@@ -415,7 +422,7 @@ class MemoirEditor(ModuleEditor):
         return rows, np.where(valid, scores, -3.0), cfg.rerank_tau
 
     def _decide(self, acts: torch.Tensor, prompt_mask: torch.Tensor) -> Route:
-        best_rows, scores, threshold = self._route_scores(acts, prompt_mask)
+        best_rows, scores, threshold = self._best_overlaps(acts, prompt_mask)
         active = scores >= threshold
         if not active.any():
             return None
@@ -425,7 +432,7 @@ class MemoirEditor(ModuleEditor):
 
     @torch.no_grad()
     def routing_scores(self, batch: PromptBatch) -> RoutingScores:
-        """Each row's in-scope score (:meth:`_route_scores`): the best mask overlap against τ, or with
+        """Each row's in-scope score (:meth:`_best_overlaps`): the best mask overlap against τ, or with
         ``router = rerank`` the chosen edit's feature cosine against ``rerank_tau``.
 
         Computed from the down-projection's input over the prompt positions, as :meth:`routing` does in its
@@ -433,7 +440,7 @@ class MemoirEditor(ModuleEditor):
         it scores below any threshold."""
         batch = batch.to(self.device)
         self._ensure_background()  # before the partial forward: it runs forwards of its own
-        _, scores, threshold = self._route_scores(self.split.module_inputs(batch), batch.prompt_mask)
+        _, scores, threshold = self._best_overlaps(self.split.module_inputs(batch), batch.prompt_mask)
         name = "best mask overlap" if self.features is None else "feature cosine of the best masks"
         return RoutingScores(scores, threshold, name)
 
@@ -516,7 +523,7 @@ class MemoirEditor(ModuleEditor):
         self.edit_rows = edit_rows
         background = tensors.get("background")
         self.background = background.to(self.device, torch.float32) if background is not None else None
-        if self.background is None and self.config.aggregation == "mean_decentered" and edit_rows:
+        if self.background is None and "mean_decentered" in self._feature_modes and edit_rows:
             raise EditkitError("MEMOIR state has masks but no background mean, which mean_decentered needs")
         if metadata.get("prefixes"):
             self._prefixes = list(metadata["prefixes"])

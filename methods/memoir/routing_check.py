@@ -32,7 +32,7 @@ def _scores(editor: MemoirEditor, prompts: list[str]) -> tuple[np.ndarray, np.nd
     scores, rows = [], []
     for start in range(0, len(prompts), _BATCH):
         batch = encode(editor.tokenizer, prompts[start : start + _BATCH], device=editor.device)
-        chosen, score, _ = editor._route_scores(editor.split.module_inputs(batch), batch.prompt_mask)
+        chosen, score, _ = editor._best_overlaps(editor.split.module_inputs(batch), batch.prompt_mask)
         scores.append(score)
         rows.append(chosen)
     return np.concatenate(scores), np.concatenate(rows)
