@@ -2,6 +2,7 @@
 
     python benchmarks/memoir_edit_speed.py [--model ID|PATH] [--data default] [--num-edits 5]
                                            [--threads N] [--set key=value ...] [--plain-lower]
+                                           [--device auto|cpu|cuda] [--dtype float32|bfloat16|float16]
 
 Both editors share one model (MEMOIR never changes base weights) and receive the same requests in the same
 order. The fast loop computes the layers up to the memory once per edit (the context prefixes' part of them once
@@ -23,12 +24,20 @@ from editkit.methods.memoir import MemoirConfig, MemoirEditor
 from editkit.models import load_model
 
 
+def _synchronize(device: str) -> None:
+    """Wait for queued GPU work, so that an edit's time is its own (a no-op on the CPU)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model id or path (default: the embedded default model)")
     parser.add_argument("--data", default="default")
     parser.add_argument("--num-edits", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (as editkit's --device)")
+    parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     parser.add_argument("--skip-reference", action="store_true", help="time the fast loop only")
     parser.add_argument("--plain-lower", action="store_true",
                         help="also time the fast loop without the cached context-prefix states")
@@ -38,8 +47,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     start = time.perf_counter()
-    loaded = load_model(args.model)
-    print(f"model {loaded.model_id} loaded in {time.perf_counter() - start:.1f} s; torch threads {torch.get_num_threads()}")
+    loaded = load_model(args.model, device=args.device, dtype=args.dtype)
+    print(f"model {loaded.model_id} ({loaded.dtype} on {loaded.device}) loaded in {time.perf_counter() - start:.1f} s; "
+          f"torch threads {torch.get_num_threads()}")
     overrides = dict(item.split("=", 1) for item in args.set)
     config = MemoirConfig().override(**overrides)
     requests = load_requests(args.data)[: args.num_edits]
@@ -62,8 +72,10 @@ def main() -> None:
     print(f"{'edit':>5} {'editor':>9} {'steps':>5} {'loss':>8} {'seconds':>8} {'s/step':>7}")
     for index, request in enumerate(requests):
         for name, editor in editors.items():
+            _synchronize(loaded.device)
             begin = time.perf_counter()
             stats = editor.edit(request)
+            _synchronize(loaded.device)
             elapsed = time.perf_counter() - begin
             seconds[name].append(elapsed)
             steps[name].append(stats["iterations"])

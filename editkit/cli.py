@@ -6,7 +6,6 @@ validated before anything is written, and results are appended as they are produ
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any, Sequence
 import click
 
 from .errors import EditkitError
+from .evaluation.rundir import RunDirectory
 from .hashing import sha256_file
 
 DEFAULT_DATA = "default"
@@ -32,16 +32,18 @@ def _common_options(func):
         click.option("--start", type=int, default=0, show_default=True, help="Skip this many requests first (e.g. a held-out slice)."),
         click.option("--shuffle/--no-shuffle", default=False, show_default=True, help="Take the first N of a --seed shuffle instead of file order."),
         click.option("--schedule", default="final", show_default=True, help="final | immediate | every:K | every:K,sample:S (score S evenly spaced requests)"),
+        click.option("--edits-per-step", type=int, default=1, show_default=True, help="Requests applied together in one edit step (Editor.edit_batch); part of the schedule."),
         click.option("--scorers", default="tf,gen", show_default=True, help="Comma list of tf, gen."),
         click.option("--model", default=None, help="HF model id or local path [default: the embedded SmolLM2-135M-Instruct]."),
-        click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N"),
+        click.option("--device", default="auto", show_default=True, help="auto (cuda when there is one, else cpu) | cpu | cuda | cuda:N | mps"),
+        click.option("--device-map", default=None, help="auto | balanced | sequential: spread a model that does not fit one device over all of them (accelerate)."),
         click.option("--dtype", default="float32", show_default=True, help="float32 | bfloat16 | float16"),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--threads", type=int, default=None, help="CPU threads for torch [default: torch's choice]; 1 when other jobs share the cores."),
         click.option("--batch-size", type=int, default=16, show_default=True, help="Scoring batch size."),
-        click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory [default: runs/<command>-<time>]."),
+        click.option("--out", type=RunDirectory(), default=None, help="Run directory [default: runs/<command>-<time>]."),
         click.option("--overwrite", is_flag=True, help="Replace the results already in --out."),
-        click.option("--resume", type=click.Path(path_type=Path), default=None, help="Continue the killed or interrupted run in this directory, with its own options (give no others)."),
+        click.option("--resume", type=RunDirectory(), default=None, help="Continue the killed or interrupted run in this directory, with its own options (give no others)."),
         click.option("--checkpoint-every", type=int, default=10, show_default=True, help="Edits between two saved editor states (also saved at every scoring step), for --resume."),
         click.option("--progress/--no-progress", default=True, show_default=True),
         click.option("--report", "with_report", is_flag=True, help="Render the report (tables and figures) into OUT/report at the end."),
@@ -71,11 +73,14 @@ def _prepare(
     from editkit.evaluation.harness import Harness
     from editkit.evaluation.schedules import Schedule
     from editkit.evaluation.scorers import parse_scorers
-    from editkit.evaluation.store import INVOCATION, open_for_resume, prepare_output_dir, write_json_atomic
+    from editkit.evaluation.checkpoints import open_run_to_resume
+    from editkit.evaluation.store import prepare_output_dir
+    from editkit.evaluation.validation import check_config_values, check_seed
     from editkit.evaluation.streams import check_fits_model, make_stream
     from editkit.models import context_length, load_model
 
-    schedule = Schedule.parse(opts["schedule"])
+    check_seed(opts["seed"])
+    schedule = Schedule.parse(opts["schedule"], per_step=opts.get("edits_per_step", 1))
     scorers = parse_scorers(opts["scorers"])
     if opts["threads"] is not None:
         if opts["threads"] < 1:
@@ -96,11 +101,16 @@ def _prepare(
     source = resolve_source(opts["data"])
     dataset_info = {"name": opts["data"], "path": str(source), "sha256": sha256_file(source) if source.is_file() else None}
     transformers.utils.logging.disable_progress_bar()
-    loaded = load_model(opts["model"], device=opts["device"], dtype=opts["dtype"], trust_remote_code=opts["trust_remote_code"])
+    loaded = load_model(
+        opts["model"], device=opts["device"], dtype=opts["dtype"], trust_remote_code=opts["trust_remote_code"],
+        device_map=opts.get("device_map"),
+    )  # fmt: skip
     check_fits_model(stream, requests, loaded.tokenizer, context_length(loaded.model), source)
     for spec, config in runs:
+        check_config_values(spec.name, config)
         spec.check_requests(stream.requests)  # fields the method needs, e.g. a subject
         editor = spec.build(loaded.model, loaded.tokenizer, config)  # e.g. a layer path that does not exist
+        editor.check_requests(stream.requests)  # e.g. a record without the subject the method needs
         if initial_state is not None:
             editor.load_state(initial_state)  # a corrupted state, or one of another model or config
             editor.reset()
@@ -109,6 +119,7 @@ def _prepare(
         "weights_sha256": loaded.weights_sha256,
         "dtype": loaded.dtype,
         "device": loaded.device,
+        **({"device_map": loaded.device_map} if loaded.device_map else {}),
     }
     harness = Harness(
         model=loaded.model,
@@ -125,11 +136,11 @@ def _prepare(
         checkpoint_every=opts["checkpoint_every"],
     )
     if opts["resume"] is not None:
-        return Prepared(harness, opts["resume"], open_for_resume(opts["resume"]))
+        lock = open_run_to_resume(opts["resume"], harness, runs, nested=command == "compare")
+        return Prepared(harness, lock.directory, lock)
     out = opts["out"] or Path("runs") / f"{command}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    lock = prepare_output_dir(out, opts["overwrite"])
-    write_json_atomic(out / INVOCATION, invocation)
-    return Prepared(harness, out, lock)
+    lock = prepare_output_dir(out, opts["overwrite"], invocation)
+    return Prepared(harness, lock.directory, lock)
 
 
 def _invocation(ctx: click.Context, command: str) -> dict[str, Any]:
@@ -146,42 +157,10 @@ def _invocation(ctx: click.Context, command: str) -> dict[str, Any]:
 
 
 def _resumed(ctx: click.Context, command: str) -> dict[str, Any] | None:
-    """The options of the run ``--resume DIR`` continues (None without ``--resume``).
+    """The options of the run ``--resume DIR`` continues (None without ``--resume``)."""
+    from editkit.evaluation.rundir import resumed_params
 
-    Resuming with other options than the run started with would mix two runs in one directory, so any
-    option given next to ``--resume`` is refused."""
-    directory = ctx.params.get("resume")
-    if directory is None:
-        return None
-    from click.core import ParameterSource
-
-    given = [f"--{k.replace('_', '-')}" for k in ctx.params if k != "resume" and ctx.get_parameter_source(k) is not ParameterSource.DEFAULT]
-    if given:
-        raise EditkitError(f"--resume {directory}: takes no other options (the run's own are reused), got {', '.join(given)}")
-    directory = Path(directory).resolve()
-    from editkit.evaluation.store import INVOCATION
-
-    file = directory / INVOCATION
-    try:
-        stored = json.loads(file.read_text(encoding="utf-8"))
-        params = dict(stored["params"])
-        started_as = stored["command"]
-    except FileNotFoundError:
-        raise EditkitError(f"--resume {directory}: no {INVOCATION} here, so not a run editkit can resume") from None
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
-        raise EditkitError(f"--resume {directory}: {file} is not an invocation editkit wrote") from None
-    if started_as != command:
-        raise EditkitError(f"--resume {directory}: that run was started by 'editkit {started_as}', not 'editkit {command}'")
-    for name in ("out", "load_state", "hparams_file"):
-        if params.get(name) is not None:
-            params[name] = Path(params[name])
-    for name in ("overrides", "hparams_files"):
-        if name in params:
-            params[name] = tuple(params[name])
-    params["resume"] = directory
-    if isinstance(stored.get("cwd"), str) and Path(stored["cwd"]).is_dir():
-        os.chdir(stored["cwd"])  # where the run's relative paths point
-    return params
+    return resumed_params(ctx, command)
 
 
 def _finisher(with_report: bool) -> Any:
@@ -200,8 +179,11 @@ def _finisher(with_report: bool) -> Any:
             built = write_report(build_report([out]), out / REPORT_DIR)
             click.echo(f"report: {out / REPORT_DIR} ({len(built.files)} files)")
 
+    from editkit.evaluation.store import peak_memory_line
+
     def finish(rows: Sequence[Any], out: Path) -> None:
         click.echo(render_table([asdict(r) for r in rows]))
+        click.echo(peak_memory_line())
         click.echo(f"results: {out}")
         if build is not None:
             build(out)

@@ -19,11 +19,18 @@ from typing import Any, Mapping
 
 from .editor import Converter, EditorConfig, KeyTable
 from .errors import ConfigError, EditkitError, first_line
+from .files import read_text
 
 __all__ = ["Converter", "KeyTable", "choice", "config_overrides", "module_from_inner_params", "module_from_layers", "only", "read_hparams"]
 
 #: keys every EasyEdit file carries about the run, not the method; editkit has its own options for them
 RUN_KEYS = frozenset({"alg_name", "model_name", "device", "model_parallel", "batch_size", "max_length", "use_chat_template"})
+
+#: hparams files are a few dozen keys; anything this large is not one
+MAX_HPARAMS_BYTES = 1 << 20
+#: values an hparams file may expand to, aliases (``*name``) counted at every use: an alias bomb (266 bytes
+#: expanding to millions of items, and to a many-megabyte error line) is refused before it is built
+MAX_YAML_NODES = 10_000
 
 _INDEX = re.compile(r"\[(\d+)\]")
 
@@ -33,13 +40,16 @@ def read_hparams(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise EditkitError(f"--hparams {path}: no such file") from None
+        text = read_text(Path(path), f"--hparams {path}", MAX_HPARAMS_BYTES)
     except (OSError, UnicodeDecodeError) as exc:
         raise EditkitError(f"--hparams {path}: cannot read ({first_line(exc)})") from None
     try:
+        size = _expanded_size(yaml.compose(text, Loader=yaml.SafeLoader), {})
+        if size > MAX_YAML_NODES:
+            raise EditkitError(f"--hparams {path}: expands to {size} YAML values (through its aliases), more than the {MAX_YAML_NODES} editkit reads")
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise EditkitError(f"--hparams {path}: nested too deeply to read") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -47,6 +57,19 @@ def read_hparams(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise EditkitError(f"--hparams {path}: expected a mapping of keys to values, got {type(data).__name__}")
     return data
+
+
+def _expanded_size(node: Any, memo: dict[int, int]) -> int:
+    """How many values ``node`` stands for once every alias is expanded (memoised: a bomb costs its size in
+    nodes, not its expansion)."""
+    if node is None:
+        return 0
+    if id(node) not in memo:
+        memo[id(node)] = 1  # a recursive alias counts once
+        value = node.value
+        children = [c for pair in value for c in (pair if isinstance(pair, tuple) else (pair,))] if isinstance(value, list) else []
+        memo[id(node)] = 1 + sum(_expanded_size(c, memo) for c in children)
+    return memo[id(node)]
 
 
 def config_overrides(config_class: type[EditorConfig], hparams: Mapping[str, Any], source: str, method: str) -> tuple[dict[str, Any], list[str]]:

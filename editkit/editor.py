@@ -186,6 +186,19 @@ class Editor(ABC):
     def edit(self, request: EditRequest) -> dict[str, Any]:
         """Apply one edit on top of all earlier ones; return its stats (iterations, loss, seconds...)."""
 
+    #: True when :meth:`edit_batch` solves a batch jointly rather than one by one
+    batch_edits: ClassVar[bool] = False
+
+    def edit_batch(self, requests: Sequence[EditRequest]) -> list[dict[str, Any]]:
+        """Apply several edits as one step (``--edits-per-step``); one stats dict per request, in order.
+        The default applies them one by one with :meth:`edit`; a method that solves a batch jointly
+        overrides this and sets :attr:`batch_edits`."""
+        return [self.edit(request) for request in requests]
+
+    def check_requests(self, requests: Sequence[EditRequest]) -> None:
+        """Refuse, with an :class:`EditkitError` naming the record, a stream this method cannot edit
+        (e.g. one without subjects); called before the first edit. The default accepts every stream."""
+
     @abstractmethod
     def reset(self) -> None:
         """Forget every edit: afterwards the editor behaves exactly like the unedited model."""
@@ -284,8 +297,10 @@ class Editor(ABC):
                 raise EditkitError(f"{f}: no saved editor state here")
         try:
             meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise EditkitError(f"{meta_file}: corrupted editor state ({first_line(exc)})") from None
+        if isinstance(meta, dict) and not isinstance(meta.get("state", {}), dict):
+            raise EditkitError(f"{meta_file}: corrupted editor state ('state' is a {type(meta['state']).__name__}, not an object)")
         if not isinstance(meta, dict) or meta.get("editor") != self.name:
             editor = meta.get("editor") if isinstance(meta, dict) else None
             raise EditkitError(f"{meta_file}: state of editor '{editor}', not '{self.name}'")

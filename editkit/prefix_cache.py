@@ -120,11 +120,12 @@ def lower_after_prefixes(
             _cache_argument(split.model): kv,
         }
     )
-    parts = zip(
-        (after.module_in, after.module_out, after.block_out),
-        (states.lower.module_in, states.lower.module_out, states.lower.block_out),
-    )
-    return LowerPart(*(_assemble(a, b, row_prefix, starts, lengths, batch) for a, b in parts))
+    names = ("module_in", "module_out", "block_out", "block_in")
+    parts = {}
+    for name in names:
+        a, b = getattr(after, name), getattr(states.lower, name)
+        parts[name] = None if a is None or b is None else _assemble(a, b, row_prefix, starts, lengths, batch)
+    return LowerPart(**parts)
 
 
 def _assemble(

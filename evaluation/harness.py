@@ -21,16 +21,36 @@ from tqdm.auto import tqdm
 
 import editkit
 from editkit.baseline import UneditedEditor
+from editkit.errors import EditkitError
 from editkit.editor import STATE_TENSORS, EditorConfig
 from editkit.hashing import sha256_file
 from editkit.registry import EditorSpec
 
-from .checkpoints import Checkpoint, keep_rows_up_to, read_checkpoint, results_up_to, save_checkpoint
+from .checkpoints import START, read_checkpoint, results_at, rewind, save_checkpoint
 from .routing import routing_prompts, routing_rows
 from .schedules import Schedule
 from .scorers import SCORERS, Score, Scorer
 from .store import RunWriter, SummaryRow, summarize, write_json_atomic
 from .streams import Stream
+
+
+def check_finite_losses(method: str, step: int, request_id: str, stats: dict[str, Any], dtype: Any = None) -> None:
+    """Stop the run (EditkitError: one line, exit 2) when an edit reports a NaN or infinite loss.
+
+    A non-finite loss means the edit wrote garbage into the editor's state (float16 overflow is the usual
+    cause); scoring on would print numbers (often all zeros) that look like results. The edit's row is not
+    written, so everything on disk is from the edits before it."""
+    bad = [
+        f"{key}={value}"
+        for key, value in stats.items()
+        if "loss" in key and isinstance(value, (int, float)) and not isinstance(value, bool) and not np.isfinite(value)
+    ]
+    if bad:
+        hint = "; float16 overflows easily, try --dtype bfloat16 or float32" if dtype == "float16" else ""
+        raise EditkitError(
+            f"{method}: edit {step} (request {request_id}) has a non-finite loss ({', '.join(bad)}); "
+            f"the run stops here, results of the earlier edits are kept{hint}"
+        )
 
 
 def set_seed(seed: int) -> None:
@@ -105,6 +125,8 @@ class Harness:
             "num_edits": len(self.stream),
             "seed": self.seed,
             "schedule": str(self.schedule),
+            "edits_per_step": self.schedule.per_step,
+            "batch_edits": spec.editor_class.batch_edits,
             "scorers": list(self.scorer_names),
             "batch_size": self.batch_size,
             # float sums are ordered by the thread count, so it is part of what reproduces a number
@@ -131,31 +153,32 @@ class Harness:
         context = self.context(spec.name)
         per_checkpoint = self.schedule.kind != "immediate"
         requests = self.stream.requests
-        last = read_checkpoint(directory) if resume else Checkpoint(0, None, False)
+        last = read_checkpoint(directory, len(requests)) if resume else START
         if last.complete:
-            return summarize(_scores(results_up_to(directory, last.step)), context, len(requests), per_checkpoint)
+            return summarize(_scores(results_at(directory, last)), context, len(requests), per_checkpoint)
         spec.check_requests(requests)  # before the first edit: a field the method needs is missing
         editor = spec.build(self.model, self.tokenizer, config)
+        editor.check_requests(requests)  # before anything is written
+        say_batching(editor, self.schedule.per_step)
         editor.prepare([r.irrelevant for r in self.stream.requests if r.irrelevant])
-        scores: list[Score] = []
-        if resume:
-            scores = _scores(keep_rows_up_to(directory, last.step))
         if last.state is not None:
             editor.load_state(last.state)
         elif self.initial_state is not None:
             editor.load_state(self.initial_state)
+        scores: list[Score] = _scores(rewind(directory, last)) if resume else []  # only once the state loaded
         writer = RunWriter(directory, self.run_config(spec, config), context, keep_config=resume)
         checkpoints = {cp.step: cp for cp in self.plan}
         summary: list[SummaryRow] = []
         bar = tqdm(requests, desc=f"{spec.name:>8} edits", unit="edit", disable=not self.progress, initial=last.step)
         try:
-            for index in range(last.step, len(requests)):
-                request = requests[index]
-                start = time.perf_counter()
-                stats = dict(editor.edit(request))
-                stats["seconds"] = time.perf_counter() - start
-                writer.edit(index + 1, request.id, stats)
-                bar.update(1)
+            for step in self.schedule.steps(len(requests)):
+                if step.stop <= last.step:
+                    continue  # applied before the run was interrupted (checkpoints fall between steps)
+                for index, stats in zip(step, timed_step(editor, [requests[i] for i in step])):
+                    check_finite_losses(spec.name, index + 1, requests[index].id, stats, self.model_info.get("dtype"))
+                    writer.edit(index + 1, requests[index].id, stats)
+                bar.update(len(step))
+                index = step.stop - 1
                 checkpoint = checkpoints.get(index + 1)
                 if checkpoint is not None:
                     for scorer in self.scorers:
@@ -172,16 +195,41 @@ class Harness:
                     if per_checkpoint or checkpoint.step == len(requests):
                         summary = summarize(scores, context, len(requests), per_checkpoint)
                         writer.summary(summary)
-                if index + 1 < len(requests) and (checkpoint is not None or (index + 1) % self.checkpoint_every == 0):
-                    writer.sync()
-                    save_checkpoint(directory, index + 1, editor)
-            writer.sync()
-            save_checkpoint(directory, len(requests), editor, complete=True)
+                if index + 1 < len(requests) and (checkpoint is not None or _crossed(step, self.checkpoint_every)):
+                    save_checkpoint(directory, index + 1, editor, writer.sync())
+            save_checkpoint(directory, len(requests), editor, writer.sync(), complete=True)
         finally:
             bar.close()
             writer.close()
             editor.reset()
         return summary
+
+
+def timed_step(editor: editkit.Editor, requests: Sequence[editkit.EditRequest]) -> list[dict[str, Any]]:
+    """One edit step's stats, one dict per request; a step of B requests that took S seconds records S / B
+    as each request's ``seconds`` (and S as ``step_seconds``), so seconds per edit compare across B."""
+    start = time.perf_counter()
+    all_stats = [dict(stats) for stats in editor.edit_batch(requests)]
+    elapsed = time.perf_counter() - start
+    if len(all_stats) != len(requests):
+        raise RuntimeError(f"{editor.name}.edit_batch returned {len(all_stats)} stats for {len(requests)} requests")
+    for stats in all_stats:
+        stats["seconds"] = elapsed / len(requests)
+        if len(requests) > 1:
+            stats["step_seconds"] = elapsed
+    return all_stats
+
+
+def say_batching(editor: editkit.Editor, per_step: int) -> None:
+    """One line when a method asked for batch edits applies them one by one (the numbers stay valid: the
+    stream is edited in the same order, but it is not the joint batch update)."""
+    if per_step > 1 and not editor.batch_edits:
+        print(f"editkit: {editor.name} has no batch edit; each step of {per_step} requests is applied one by one", file=sys.stderr)
+
+
+def _crossed(step: range, every: int) -> bool:
+    """Whether an edit step ended on or passed a multiple of ``every`` edits."""
+    return step.stop // every > step.start // every
 
 
 def _scores(rows: Sequence[dict[str, Any]]) -> list[Score]:

@@ -98,6 +98,7 @@ class TimingRow:
     seconds: float
     items: int
     peak_rss_mb: float | None = None
+    peak_device_mb: float | None = None  # peak CUDA memory (summed over devices); None off CUDA
 
 
 Row = typing.Union[SummaryRow, ResultRow, EditRow, RoutingRow, TimingRow]

@@ -101,5 +101,8 @@ def check_fits_model(
             elif context is not None and len(prompt_ids) + len(answer_ids) > context:
                 total = len(prompt_ids) + len(answer_ids)
                 problem = f"{total} tokens with its answer, longer than the model's context of {context} tokens"
+                if len(answer_ids) > len(prompt_ids):  # name the part that makes it too long
+                    problem = f"{total} tokens with its prompt, longer than the model's context of {context} tokens"
+                    field = answer_field
             if problem is not None:
                 raise DataError(source, f"{problem} (request '{request.id}')", record=record_of.get(request.id), field=field)

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 from matplotlib.figure import Figure
 
 from editkit.errors import EditkitError
+from editkit.evaluation.rundir import claim
 
 from .figures import bar_chart, cost_figure, forgetting_figure, position_figure
 from .formats import FORMATS, Table, render, render_markdown
@@ -65,6 +66,7 @@ def write_report(report: Report, out: Path, plots: bool = True) -> Report:
     if out.exists() and not out.is_dir():
         raise EditkitError(f"--out {out}: exists and is not a directory")
     try:
+        claim(out.parent, out.name + "/")  # inside a run directory: the run's --overwrite may remove it
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise EditkitError(f"--out {out}: cannot create it ({exc.strerror})") from None

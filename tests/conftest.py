@@ -4,7 +4,9 @@ plugin, :mod:`editkit.testing.plugin`, which every installed editkit provides.""
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -16,6 +18,9 @@ from editkit.testing import tiny_model_and_tokenizer
 # Tiny models gain nothing from intra-op threads, and on a busy machine (other processes on the same cores)
 # torch's thread pool makes each tiny forward ~100x slower; one thread keeps the suite fast everywhere.
 torch.set_num_threads(1)
+
+# ROME/MEMIT/AlphaEdit cache second-moment statistics on disk: tests keep them out of the user's cache
+os.environ.setdefault("EDITKIT_STATS_CACHE", tempfile.mkdtemp(prefix="editkit-stats-"))
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ def test_same_command_and_seed_give_identical_files(tmp_path: Path, tiny_model_d
     data = tmp_path / "edits.jsonl"
     rows = [
         {"id": f"r{i}", "prompt": f"Who made item {i}?", "target": f"maker {i}", "rephrases": [f"Item {i} was made by"],
-         "locality": [{"prompt": f"Fact {i} is", "answer": "true"}]}
+         "locality": [{"prompt": f"Fact {i} is", "answer": "true"}], "subject": f"item {i}"}
         for i in range(4)
     ]  # fmt: skip
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -45,7 +45,7 @@ def _editor(name: str = "memoir", **overrides) -> MemoirEditor:
 def _keys(editor: MemoirEditor, request: EditRequest) -> torch.Tensor:
     """What an edit's own tokens read the memory with: its masked down-projection inputs [n, D]."""
     mask = editor.prompt_masks([request.prompt])[0]
-    acts = editor.split.module_inputs(editor.edit_batch(request))[0].float()
+    acts = editor.split.module_inputs(editor.training_batch(request))[0].float()
     return acts * mask.float()
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import editkit.hashing
 import editkit.models as models
 from editkit.errors import EditkitError
 from editkit.models import DEFAULT_MODEL, LoadedModel, cache_dir, ensure_default_model, load_model
@@ -156,6 +157,7 @@ def test_safe_loading_and_no_remote_code_unless_asked(tiny_dir, monkeypatch):
     load_model(str(tiny_dir))
     load_model(str(tiny_dir), trust_remote_code=True)
     assert [(k["use_safetensors"], k["trust_remote_code"]) for k in seen] == [(True, False), (True, True)]
+    assert not any(k.get("local_files_only") for k in seen)
 
 
 # ------------------------------------------------------------------------------------------ user errors
@@ -173,9 +175,76 @@ def test_unknown_hub_id_offline(monkeypatch):
 
     # huggingface_hub reads the variable once, at import, which has already happened
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    started = time.perf_counter()
     with pytest.raises(EditkitError) as error:
         load_model("no-such-org/no-such-model-editkit")
-    assert_one_line(error, "model 'no-such-org/no-such-model-editkit' is not a local directory", "offline?")
+    assert time.perf_counter() - started < 10  # no retries
+    assert_one_line(error, "model 'no-such-org/no-such-model-editkit' is not a local directory", "not in the Hugging Face cache", "offline")
+
+
+def test_unknown_hub_id_with_no_connection_fails_within_seconds(monkeypatch):
+    """No HF_HUB_OFFLINE, but nothing answers: one line after one short connection attempt, not ~48 s of
+    transformers' retries."""
+    import socket
+
+    def refuse(*_args, **_kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", lambda *a, **k: pytest.fail("the hub was tried"))
+    with pytest.raises(EditkitError) as error:
+        load_model("no-such-org/no-such-model-editkit")
+    assert_one_line(error, "not in the Hugging Face cache", "offline?", "not reachable")
+
+
+@pytest.mark.parametrize("name", ["models/nonexist", "./nonexist", "~/no-such-editkit-model", "runs/a/b"])
+def test_local_looking_missing_path_is_not_tried_as_a_hub_id(name, tmp_path, monkeypatch):
+    (tmp_path / "models").mkdir()  # "models/nonexist": its first part exists here, so it is meant as a path
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(models, "_hub_offline_reason", lambda: pytest.fail("treated as a hub id"))
+    with pytest.raises(EditkitError) as error:
+        load_model(name)
+    assert_one_line(error, name, "no such directory")
+
+
+def test_hub_id_shapes_are_not_local():
+    assert not models.looks_local("HuggingFaceTB/SmolLM2-135M")
+    assert not models.looks_local("gpt2")
+    assert models.looks_local("./gpt2") and models.looks_local("a/b/c") and models.looks_local("~/m")
+
+
+def test_device_auto_is_cuda_only_when_present():
+    assert models.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert models.resolve_device("AUTO") == models.resolve_device("auto")
+
+
+def test_load_goes_straight_to_the_device_in_the_dtype(tiny_dir, monkeypatch):
+    """The weights are read into the requested dtype and placed by a device map (no float32 copy first)."""
+    from transformers import AutoModelForCausalLM
+
+    seen: list[dict] = []
+    original = AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", lambda *a, **k: seen.append(k) or original(*a, **k))
+    loaded = load_model(str(tiny_dir), dtype="bf16", device="auto")
+    assert seen[0]["dtype"] is torch.bfloat16 and seen[0]["device_map"] == {"": loaded.device}
+    assert loaded.device_map is None
+
+
+def test_device_map_auto(tiny_dir):
+    loaded = load_model(str(tiny_dir), device_map="auto")
+    assert loaded.device_map == "auto"
+    assert loaded.device == str(next(loaded.model.parameters()).device)
+    got = logits_of(loaded.model, PROMPT_IDS.to(loaded.device)).cpu()
+    assert torch.allclose(got, logits_of(tiny_llama()), atol=1e-4)
+
+
+def test_bad_device_map(tiny_dir):
+    with pytest.raises(EditkitError) as error:
+        load_model(str(tiny_dir), device_map="everywhere")
+    assert_one_line(error, "unknown device map 'everywhere'", "auto")
 
 
 def test_directory_without_config(tmp_path):
@@ -241,7 +310,7 @@ def test_default_model_is_converted_once_and_hash_read_from_the_manifest(fake_pi
     assert manifest["weights_sha256"] == sha256_of(path / "model.safetensors")
     assert [p.name for p in path.parent.iterdir() if p.name.startswith(".tmp-")] == []
 
-    monkeypatch.setattr(models, "sha256_file", lambda p: pytest.fail(f"rehashed {p}"))
+    monkeypatch.setattr(editkit.hashing, "sha256_file", lambda p: pytest.fail(f"rehashed {p}"))  # the manifest's fingerprint matches
     for name in (None, "default", DEFAULT_MODEL):
         loaded = load_model(name)
         assert loaded.model_id == DEFAULT_MODEL

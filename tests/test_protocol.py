@@ -153,5 +153,11 @@ def test_output_dir_is_never_silently_reused(tmp_path):
     with pytest.raises(EditkitError, match="already holds results"):
         prepare_output_dir(tmp_path, overwrite=False)
     assert (tmp_path / "summary.json").read_text() == "[]"
-    prepare_output_dir(tmp_path, overwrite=True)
+    with pytest.raises(EditkitError, match="did not mark as its own run"):  # not a run editkit made
+        prepare_output_dir(tmp_path, overwrite=True)
+    assert (tmp_path / "summary.json").read_text() == "[]"
+    (tmp_path / "summary.json").unlink()
+    prepare_output_dir(tmp_path, overwrite=False).release()  # a run directory now, that owns its summary
+    (tmp_path / "summary.json").write_text("[]")
+    prepare_output_dir(tmp_path, overwrite=True).release()
     assert not (tmp_path / "summary.json").exists()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from editkit.errors import DataError, EditkitError
+from editkit.files import GiB, check_regular, read_text
 from editkit.requests import EditRequest
 
 from .formats import FORMATS, Fields, Format, Record, detect_format
@@ -25,6 +26,8 @@ DATA_NAMES: tuple[str, ...] = tuple(BUNDLED)
 
 #: Request fields a ``--columns`` spec may map; ``prompt`` and ``target`` are required.
 COLUMN_FIELDS = ("id", "prompt", "target", "rephrases", "locality_prompt", "locality_answer", "subject", "irrelevant")
+#: a dataset file larger than this is refused before it is read (every record is held in memory)
+MAX_DATA_BYTES = 4 * GiB
 _DATASETS_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
 
 
@@ -72,10 +75,16 @@ def load_requests(source: str | Path, columns: Mapping[str, str] | None = None) 
 
 
 def _read_records(path: Path) -> list[Any]:
-    if path.is_dir() or path.suffix.lower() in _DATASETS_SUFFIXES:
+    if path.is_dir():
         return _read_with_datasets(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        check_regular(path, str(path), MAX_DATA_BYTES)  # not /dev/zero, not a FIFO without a writer
+    except EditkitError as exc:
+        raise DataError(path, str(exc).removeprefix(f"{path}: ")) from None
+    if path.suffix.lower() in _DATASETS_SUFFIXES:
+        return _read_with_datasets(path)
+    try:
+        text = read_text(path, str(path), MAX_DATA_BYTES)
     except UnicodeDecodeError as exc:
         raise DataError(path, f"not UTF-8 text (bad byte at offset {exc.start})") from None
     except OSError as exc:

@@ -48,7 +48,7 @@ class ModuleEditor(Editor):
         self.fast_path = FastPath(self.split.possible)
 
     # ------------------------------------------------------------------ editing
-    def edit_batch(self, request: EditRequest, prompts: Sequence[str] | None = None) -> PromptBatch:
+    def training_batch(self, request: EditRequest, prompts: Sequence[str] | None = None) -> PromptBatch:
         """The right-padded training batch of one edit: ``prompts`` (default: the request's prompt; row 0
         must be the plain prompt) each continued by the target. Refuses an empty prompt or target."""
         rows = list(prompts) if prompts is not None else [request.prompt]

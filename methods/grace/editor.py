@@ -72,7 +72,7 @@ class GraceEditor(ModuleEditor):
     def edit(self, request: EditRequest) -> dict[str, Any]:
         start = time.perf_counter()
         cfg: GraceConfig = self.config
-        batch = self.edit_batch(request)
+        batch = self.training_batch(request)
         positions = self._positions(batch.prompt_mask)
         lower = self.split.lower(batch) if self.fast_path.usable else None
         module_in, module_out = (lower.module_in, lower.module_out) if lower is not None else self.split.module_io(batch)

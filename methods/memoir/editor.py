@@ -172,7 +172,7 @@ class MemoirEditor(ModuleEditor):
         cfg: MemoirConfig = self.config
         self._ensure_background()
         prefixes = self._ensure_prefixes()
-        batch = self.edit_batch(request, prefixed(request.prompt, prefixes))
+        batch = self.training_batch(request, prefixed(request.prompt, prefixes))
         features = self.prompt_features([request.prompt])
         mask = self._masks(features[cfg.aggregation])[0]
         channels = torch.nonzero(mask).flatten()
@@ -186,7 +186,7 @@ class MemoirEditor(ModuleEditor):
         extra: dict[str, Any] = {}
         if self.keys is not None:
             # what this edit's own tokens read from the memory is protected from every later edit
-            keys = self.split.module_inputs(self.edit_batch(request))[0].float()
+            keys = self.split.module_inputs(self.training_batch(request))[0].float()
             extra["protected_dims"] = 0 if protected is None else int(protected.shape[1])
             extra["free_key_share"] = self.keys.free_share(keys[:, channels], protected)
             self.keys.add(keys * mask.to(keys.dtype))

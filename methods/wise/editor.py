@@ -119,7 +119,7 @@ class WiseEditor(ModuleEditor):
         if self._prefixes is None:
             self._prefixes = context_prefixes(self.model, self.tokenizer)
         prompts = prefixed(request.prompt, self._prefixes[: cfg.num_prefixes])
-        batch = self.edit_batch(request, prompts)
+        batch = self.training_batch(request, prompts)
         negative = None
         if request.irrelevant and request.irrelevant.strip():
             neg_batch = encode(self.tokenizer, [request.irrelevant], device=self.device)
