@@ -69,4 +69,5 @@ def test_declared_attributes(monkeypatch):
     variants: dict[str, Any] = {n: dict(s.editor_class.conformance_variants) for n, s in specs.items()}
     assert variants["wise"]["retrieve"]["retrieve"] is True
     assert variants["grace"] == {"prompt": {"replacement": "prompt"}}
-    assert variants["memoir"] == {"reference-loop": {"fast_edit": False}}
+    assert variants["memoir"]["reference-loop"] == {"fast_edit": False}
+    assert variants["memoir"]["plus"] == {"protect": "nullspace", "decay": "masked", "router": "rerank"}  # issue 20

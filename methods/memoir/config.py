@@ -12,6 +12,8 @@ from editkit.errors import ConfigError
 
 AGGREGATIONS = ("mean_decentered", "mean", "last")
 DECAYS = ("all", "masked")
+PROTECTIONS = ("none", "nullspace")
+ROUTERS = ("overlap", "rerank")
 
 #: the official edited layer, 27 of LLaMA-3-8B's 32, scaled to the model's depth when ``layer`` is None
 OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS = 27, 32
@@ -36,6 +38,18 @@ class MemoirConfig(EditorConfig):
     ``seed``: draws the TopHash permutation.
     ``fast_edit``: run only the layers above the memory in each step (same result, several times faster);
     ``False`` = the reference loop: full forward of every row, the irrelevant text included.
+
+    Beyond the paper (off by default; ``memoir+`` turns them on, docs/tuning/memoir-plus.md):
+
+    ``protect``: ``none`` (official) or ``nullspace``: every step's update of the new edit's columns, weight
+    decay included, is projected off the directions earlier edits' masked activations span inside those
+    columns, so what an earlier edit's tokens read from the memory does not move. ``protect_tol``: a
+    direction counts as used when its eigenvalue in the column set's key covariance exceeds this share of
+    the largest one (AlphaEdit's relative cut-off); the rest is free for the new edit.
+    ``router``: ``overlap`` (official: the best-overlapping mask, on when ≥ τ) or ``rerank``: the
+    ``rerank_candidates`` best-overlapping masks that reach τ are re-ranked by the cosine between the query's
+    pooled feature (``rerank_feature``, an aggregation) and the one stored with each edit; the best cosine
+    picks the edit and the memory is on when it is ≥ ``rerank_tau``.
     """
 
     layer: int | str | None = None  # official layer 27/32, scaled (a late layer stores facts, keeps routing sharp)
@@ -53,6 +67,12 @@ class MemoirConfig(EditorConfig):
     background_size: int = 100  # official: ~100 irrelevant prompts for the background mean
     seed: int = 0  # the TopHash permutation's seed
     fast_edit: bool = True  # cached lower layers + target-only head; False = the reference full forward
+    protect: str = "none"  # official: a new edit may rewrite what earlier edits read; nullspace: it may not
+    protect_tol: float = 1e-2  # eigenvalue share above which a key direction of earlier edits is protected
+    router: str = "overlap"  # official: best mask overlap >= tau; rerank: + cosine of stored pooled features
+    rerank_candidates: int = 8  # masks (those reaching tau, best overlap first) the cosine check chooses among
+    rerank_feature: str = "mean_decentered"  # the pooled activation stored with each edit for the cosine
+    rerank_tau: float = 0.5  # the memory is on when the chosen edit's cosine is at least this
 
     easyedit_alg_names: ClassVar[tuple[str, ...]] = ("MEMOIR",)
     #: the keys of the MEMOIR authors' EasyEdit hparams (hparams/MEMOIR/llama3-8b.yaml)
@@ -80,6 +100,16 @@ class MemoirConfig(EditorConfig):
             raise ConfigError(f"MEMOIR aggregation must be one of {', '.join(AGGREGATIONS)}, not '{self.aggregation}'")
         if self.decay not in DECAYS:
             raise ConfigError(f"MEMOIR decay must be one of {', '.join(DECAYS)}, not '{self.decay}'")
+        if self.protect not in PROTECTIONS:
+            raise ConfigError(f"MEMOIR protect must be one of {', '.join(PROTECTIONS)}, not '{self.protect}'")
+        if self.router not in ROUTERS:
+            raise ConfigError(f"MEMOIR router must be one of {', '.join(ROUTERS)}, not '{self.router}'")
+        if self.rerank_feature not in AGGREGATIONS:
+            raise ConfigError(f"MEMOIR rerank_feature must be one of {', '.join(AGGREGATIONS)}, not '{self.rerank_feature}'")
+        if not is_number(self.rerank_tau) or not -1 <= self.rerank_tau <= 1:
+            raise ConfigError(f"MEMOIR rerank_tau must be a cosine in [-1, 1], not {self.rerank_tau!r}")
+        if not is_number(self.protect_tol) or not 0 < self.protect_tol < 1:
+            raise ConfigError(f"MEMOIR protect_tol must be a number in (0, 1), not {self.protect_tol!r}")
         if not is_number(self.tau) or not 0 <= self.tau <= 1:
             raise ConfigError(f"MEMOIR tau must be a number in [0, 1], not {self.tau!r}")
         for name in ("lr", "clip"):
@@ -90,7 +120,7 @@ class MemoirConfig(EditorConfig):
             value = getattr(self, name)
             if not is_number(value) or value < 0:
                 raise ConfigError(f"MEMOIR {name} must be a number >= 0, not {value!r}")
-        for name, low in (("n_iter", 1), ("num_prefixes", 0), ("background_size", 1)):
+        for name, low in (("n_iter", 1), ("num_prefixes", 0), ("background_size", 1), ("rerank_candidates", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"MEMOIR {name} must be an integer >= {low}, not {value!r}")

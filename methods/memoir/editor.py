@@ -54,11 +54,15 @@ from editkit.tier import FULL, ModuleEditor, target_positions
 
 from .config import OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS, MemoirConfig
 from .memory import ResidualMemory, Route
+from .protect import KeyCovariance
+from .rerank import FeatureTable
 from .tophash import MaskDatabase, aggregate, pack, top_k_masks, unpack
 
 #: fast edit loops, fastest first; the first edit keeps the first one that matches the full forward
 _FAST_MODES = ("packed", "padded")
 _BACKGROUND_BATCH = 16
+#: the options beyond the paper, on (the ``memoir+`` variant and the conformance variants)
+PLUS: Mapping[str, Any] = {"protect": "nullspace", "decay": "masked", "router": "rerank"}
 
 
 class MemoirEditor(ModuleEditor):
@@ -67,7 +71,11 @@ class MemoirEditor(ModuleEditor):
     config_class = MemoirConfig
     official_layer: ClassVar[tuple[int, int]] = (OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS)
     #: the reference loop (every row through the whole model, the irrelevant text included)
-    conformance_variants: ClassVar[Mapping[str, Mapping[str, Any]]] = {"reference-loop": {"fast_edit": False}}
+    conformance_variants: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "reference-loop": {"fast_edit": False},
+        "plus": PLUS,
+        "plus-reference-loop": {**PLUS, "fast_edit": False},
+    }
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, config: MemoirConfig | None = None):
         super().__init__(model, tokenizer, config)
@@ -81,6 +89,10 @@ class MemoirEditor(ModuleEditor):
         self.permutation = self._draw_permutation()
         self.database = MaskDatabase(self.width)
         self.edit_rows: list[int] = []  # database row of every edit, in edit order
+        #: earlier edits' masked key covariance (protect = nullspace), None otherwise
+        self.keys = KeyCovariance(self.width, cfg.protect_tol, self.device) if cfg.protect == "nullspace" else None
+        #: the pooled feature stored with every database row (router = rerank), None otherwise
+        self.features = FeatureTable(self.width) if cfg.router == "rerank" else None
         self.background: torch.Tensor | None = None
         self._background_texts: tuple[str, ...] | None = None
         self._prefixes: list[str] | None = None
@@ -106,7 +118,7 @@ class MemoirEditor(ModuleEditor):
             self.background = None
 
     def _ensure_background(self) -> torch.Tensor | None:
-        if self.config.aggregation != "mean_decentered":
+        if "mean_decentered" not in self._feature_modes:
             return None
         if self.background is None:
             texts = self._background_texts or BUILTIN_BACKGROUND[: self.config.background_size]
@@ -117,6 +129,12 @@ class MemoirEditor(ModuleEditor):
                 cache[key] = self._background_mean(list(texts))
             self.background = cache[key]
         return self.background
+
+    @property
+    def _feature_modes(self) -> tuple[str, ...]:
+        """The pooled features this config computes: the mask's aggregation, and the reranker's."""
+        cfg: MemoirConfig = self.config
+        return tuple(dict.fromkeys((cfg.aggregation, cfg.rerank_feature) if cfg.router == "rerank" else (cfg.aggregation,)))
 
     @property
     def _dtype(self) -> torch.dtype:
@@ -155,22 +173,30 @@ class MemoirEditor(ModuleEditor):
         self._ensure_background()
         prefixes = self._ensure_prefixes()
         batch = self.training_batch(request, prefixed(request.prompt, prefixes))
-        mask = self.prompt_masks([request.prompt])[0]
+        features = self.prompt_features([request.prompt])
+        mask = self._masks(features[cfg.aggregation])[0]
+        channels = torch.nonzero(mask).flatten()
+        protected = self.keys.protected(channels) if self.keys is not None else None
 
         with torch.enable_grad(), frozen(self.model):
             loss_fn = self._choose_loss(batch, mask) if cfg.fast_edit else None
             if loss_fn is None:
                 loss_fn = self._full_loss(batch, mask, request.irrelevant)
-            iterations, first_loss, final_loss = self._train(loss_fn, mask)
+            iterations, first_loss, final_loss = self._train(loss_fn, mask, channels, protected)
+        extra: dict[str, Any] = {}
+        if self.keys is not None:
+            # what this edit's own tokens read from the memory is protected from every later edit
+            keys = self.split.module_inputs(self.training_batch(request))[0].float()
+            extra["protected_dims"] = 0 if protected is None else int(protected.shape[1])
+            extra["free_key_share"] = self.keys.free_share(keys[:, channels], protected)
+            self.keys.add(keys * mask.to(keys.dtype))
 
-        packed = pack(mask[None])
         # one timed lookup of the new mask against the database as it stands: how close this edit comes to
         # an earlier one (a collision risk), and the lookup cost as the database grows along the stream
         lookup_start = time.perf_counter()
-        _, nearest = self.database.best(packed)
+        _, nearest = self.database.best(pack(mask[None]))
         lookup_seconds = time.perf_counter() - lookup_start
-        row, new = self.database.add(packed[0])
-        self.edit_rows.append(row)
+        row, new = self._store(mask, features.get(cfg.rerank_feature, features[cfg.aggregation])[0])
         return {
             "iterations": iterations,
             "loss": final_loss,
@@ -182,7 +208,24 @@ class MemoirEditor(ModuleEditor):
             "lookup_seconds": lookup_seconds,
             "stored_masks": len(self.database),
             "loop": loss_fn.mode,
+            **extra,
         }
+
+    def _store(self, mask: torch.Tensor, feature: torch.Tensor) -> tuple[int, bool]:
+        """Add one edit's mask (and, for the reranker, its pooled feature) to what routing looks up."""
+        row, new = self.database.add(pack(mask[None])[0])
+        self.edit_rows.append(row)
+        if self.features is not None and new:
+            self.features.add(feature)
+        return row, new
+
+    def remember(self, prompts: Sequence[str]) -> None:
+        """Store the masks and features of ``prompts`` as if they had been edited, without training: routing
+        depends only on them, so routing is studied this way on a dev slice (``routing_check``)."""
+        features = self.prompt_features(prompts)
+        pooled = features.get(self.config.rerank_feature, features[self.config.aggregation])
+        for mask, feature in zip(self._masks(features[self.config.aggregation]), pooled):
+            self._store(mask, feature)
 
     def _choose_loss(self, batch: PromptBatch, mask: torch.Tensor) -> "_LossFn | None":
         """The fastest loop known (or, on the first edit, checked) to reproduce the full forward."""
@@ -272,10 +315,15 @@ class MemoirEditor(ModuleEditor):
 
         return _LossFn(loss, mode=FULL)
 
-    def _train(self, loss_fn: "_LossFn", mask: torch.Tensor) -> tuple[int, float, float]:
+    def _train(
+        self, loss_fn: "_LossFn", mask: torch.Tensor, channels: torch.Tensor, protected: torch.Tensor | None
+    ) -> tuple[int, float, float]:
         """SGD on ``W_m`` as the official loop does it (clip, then weight decay, then the step).
 
-        Returns the number of steps taken and the first and last loss evaluated."""
+        ``protected`` ([k, r] orthonormal, in the mask's channel coordinates): the step on the mask's columns
+        is projected off these directions (``protect = nullspace``), the decay term with it, so earlier
+        edits' keys ``x`` see ``ΔW·x = 0`` within the column set. Returns the number of steps taken and the
+        first and last loss evaluated."""
         cfg: MemoirConfig = self.config
         weight = self.memory.weight
         columns = mask.to(weight.device, torch.float32)[None, :] if cfg.decay == "masked" else None
@@ -301,6 +349,9 @@ class MemoirEditor(ModuleEditor):
                 grad = grad * torch.clamp(cfg.clip / (norm + 1e-6), max=1.0)
                 if cfg.weight_decay:
                     grad = grad + cfg.weight_decay * (weight if columns is None else weight * columns)
+                if protected is not None:
+                    block = grad.index_select(1, channels)
+                    grad = grad.index_copy(1, channels, block - (block @ protected) @ protected.T)
                 weight.add_(grad, alpha=-cfg.lr)
             iterations += 1
         weight.grad = None
@@ -310,40 +361,70 @@ class MemoirEditor(ModuleEditor):
         self.memory.reset()
         self.database.clear()
         self.edit_rows = []
+        if self.keys is not None:
+            self.keys.clear()
+        if self.features is not None:
+            self.features.clear()
         self.permutation = self._draw_permutation()
         self.background = None  # recomputed (from the process cache) from the same texts as a fresh editor
 
     # ---------------------------------------------------------------- routing
-    def prompt_masks(self, prompts: Sequence[str]) -> torch.Tensor:
-        """[len(prompts), D] bool TopHash masks of plain prompts (each computed alone, memory off)."""
+    def prompt_features(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Each pooled feature the config uses (the mask's aggregation, the reranker's), [len(prompts), D]
+        per mode, of plain prompts each computed alone with the memory off; NaN rows for empty prompts."""
         background = self._ensure_background()
-        masks = []
+        modes = self._feature_modes
+        rows: dict[str, list[torch.Tensor]] = {mode: [] for mode in modes}
         for prompt in prompts:
             batch = encode(self.tokenizer, [prompt], device=self.device)
             if batch.input_ids.shape[1] == 0:
-                masks.append(torch.zeros(1, self.width, dtype=torch.bool, device=self.device))
+                for mode in modes:
+                    rows[mode].append(torch.full((1, self.width), float("nan"), device=self.device))
                 continue
-            features = aggregate(self.split.module_inputs(batch), batch.prompt_mask, self.config.aggregation, background)
-            if torch.isnan(features).any():
-                masks.append(torch.zeros(1, self.width, dtype=torch.bool, device=self.device))
-            else:
-                masks.append(top_k_masks(features, self.k, self.permutation))
-        return torch.cat(masks)
+            acts = self.split.module_inputs(batch)
+            for mode in modes:
+                rows[mode].append(aggregate(acts, batch.prompt_mask, mode, background))
+        return {mode: torch.cat(found) for mode, found in rows.items()}
 
-    def _best_overlaps(self, acts: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per row: the best-overlapping stored row, that overlap / k, and whether the row had a prompt.
+    def _masks(self, features: torch.Tensor) -> torch.Tensor:
+        """TopHash masks of pooled features; a NaN row (no prompt token) gives the empty mask."""
+        valid = ~torch.isnan(features).any(dim=1, keepdim=True)
+        return top_k_masks(torch.nan_to_num(features), self.k, self.permutation) & valid
 
-        The one place a query mask meets the database, so the routing decision and the scores reported by
+    def prompt_masks(self, prompts: Sequence[str]) -> torch.Tensor:
+        """[len(prompts), D] bool TopHash masks of plain prompts (each computed alone, memory off)."""
+        return self._masks(self.prompt_features(prompts)[self.config.aggregation])
+
+    def _best_overlaps(self, acts: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float]:
+        """Per row: the stored row it would read and its in-scope score, plus the threshold (score ≥
+        threshold ⇔ the memory is on). ``overlap``: the best-overlapping mask, overlap / k, τ. ``rerank``:
+        of the ``rerank_candidates`` best masks reaching τ, the one whose stored feature has the highest
+        cosine with the query's, that cosine, ``rerank_tau``; a row with no candidate scores its overlap − 2
+        (below any cosine). A row without prompt tokens scores −1 (overlap) or −3 (rerank): never routed.
+
+        The one place a query meets the database, so the routing decision and the scores reported by
         :meth:`routing_scores` can never disagree."""
-        features = aggregate(acts, prompt_mask, self.config.aggregation, self._ensure_background())
-        valid = ~torch.isnan(features).any(dim=1)
-        queries = top_k_masks(torch.nan_to_num(features), self.k, self.permutation)
-        best_rows, overlaps = self.database.best(pack(queries))
-        return best_rows, overlaps / self.k, valid.cpu().numpy()
+        cfg: MemoirConfig = self.config
+        background = self._ensure_background()
+        features = aggregate(acts, prompt_mask, cfg.aggregation, background)
+        valid = ~torch.isnan(features).any(dim=1).cpu().numpy()
+        queries = pack(top_k_masks(torch.nan_to_num(features), self.k, self.permutation))
+        if self.features is None:
+            best_rows, overlaps = self.database.best(queries)
+            return best_rows, np.where(valid, overlaps / self.k, -1.0), cfg.tau
+        pooled = features if cfg.rerank_feature == cfg.aggregation else aggregate(acts, prompt_mask, cfg.rerank_feature, background)
+        rows, scores = self.features.rerank(
+            self.database.overlaps(queries) if len(self.database) else np.zeros((len(queries), 0), np.uint16),
+            torch.nan_to_num(pooled),
+            min_overlap=cfg.tau * self.k,
+            candidates=cfg.rerank_candidates,
+            k=self.k,
+        )
+        return rows, np.where(valid, scores, -3.0), cfg.rerank_tau
 
     def _decide(self, acts: torch.Tensor, prompt_mask: torch.Tensor) -> Route:
-        best_rows, ratio, valid = self._best_overlaps(acts, prompt_mask)
-        active = valid & (ratio >= self.config.tau)
+        best_rows, scores, threshold = self._best_overlaps(acts, prompt_mask)
+        active = scores >= threshold
         if not active.any():
             return None
         rows = torch.from_numpy(np.flatnonzero(active)).to(self.device)
@@ -352,15 +433,17 @@ class MemoirEditor(ModuleEditor):
 
     @torch.no_grad()
     def routing_scores(self, batch: PromptBatch) -> RoutingScores:
-        """Best overlap of each row's query mask with the stored masks; the memory is on iff it is ≥ τ.
+        """Each row's in-scope score (:meth:`_best_overlaps`): the best mask overlap against τ, or with
+        ``router = rerank`` the chosen edit's feature cosine against ``rerank_tau``.
 
         Computed from the down-projection's input over the prompt positions, as :meth:`routing` does in its
         prefill pass (the memory does not change that input). A row without prompt tokens is never routed, so
-        it scores -1, below any τ in [0, 1]."""
+        it scores below any threshold."""
         batch = batch.to(self.device)
         self._ensure_background()  # before the partial forward: it runs forwards of its own
-        _, ratio, valid = self._best_overlaps(self.split.module_inputs(batch), batch.prompt_mask)
-        return RoutingScores(np.where(valid, ratio, -1.0), self.config.tau, "best mask overlap")
+        _, scores, threshold = self._best_overlaps(self.split.module_inputs(batch), batch.prompt_mask)
+        name = "best mask overlap" if self.features is None else "feature cosine of the best masks"
+        return RoutingScores(scores, threshold, name)
 
     @contextmanager
     def routing(self, batch: PromptBatch) -> Iterator[None]:
@@ -385,6 +468,10 @@ class MemoirEditor(ModuleEditor):
         }
         if self.background is not None:
             tensors["background"] = self.background
+        if self.keys is not None:
+            tensors["key_covariance"] = self.keys.matrix
+        if self.features is not None:
+            tensors["features"] = self.features.matrix
         return tensors
 
     def state_metadata(self) -> dict[str, Any]:
@@ -401,8 +488,13 @@ class MemoirEditor(ModuleEditor):
     def load_state_dict(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
         metadata = metadata or {}
         required = {"memory", "permutation", "masks", "edit_rows"}
+        required |= {"key_covariance"} if self.keys is not None else set()
+        required |= {"features"} if self.features is not None else set()
         if not required <= set(tensors) or not set(tensors) <= required | {"background"}:
-            raise EditkitError(f"MEMOIR state must hold {sorted(required)} (+ background), not {sorted(tensors)}")
+            raise EditkitError(
+                f"MEMOIR state must hold {sorted(required)} (+ background) for protect = {self.config.protect}, "
+                f"router = {self.config.router}, not {sorted(tensors)}"
+            )
         self.check_state_module(metadata)
         if int(metadata.get("k", self.k)) != self.k:
             raise EditkitError(f"MEMOIR state has masks of {metadata.get('k')} bits, this editor uses k = {self.k}")
@@ -419,13 +511,20 @@ class MemoirEditor(ModuleEditor):
         edit_rows = [int(r) for r in tensors["edit_rows"].cpu().tolist()]
         if any(not 0 <= r < len(self.database) for r in edit_rows):
             raise EditkitError("MEMOIR state: an edit points outside the mask database")
+        try:
+            if self.keys is not None:
+                self.keys.load(tensors["key_covariance"])
+            if self.features is not None:
+                self.features.load(tensors["features"], len(self.database))
+        except ValueError as exc:
+            raise EditkitError(f"MEMOIR state: {exc}") from None
         with torch.no_grad():
             weight.copy_(tensors["memory"].to(weight.device, weight.dtype))
         self.permutation = permutation
         self.edit_rows = edit_rows
         background = tensors.get("background")
         self.background = background.to(self.device, torch.float32) if background is not None else None
-        if self.background is None and self.config.aggregation == "mean_decentered" and edit_rows:
+        if self.background is None and "mean_decentered" in self._feature_modes and edit_rows:
             raise EditkitError("MEMOIR state has masks but no background mean, which mean_decentered needs")
         if metadata.get("prefixes"):
             self._prefixes = list(metadata["prefixes"])

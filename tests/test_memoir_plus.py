@@ -1,0 +1,157 @@
+"""MEMOIR beyond the paper (issue 20): interference protection, the re-ranking router, the ``memoir+`` variant.
+
+On tiny random Llama models. The conformance suite runs ``memoir`` with the ``plus`` variants through the
+generic contract (state round trip, batching, KV cache, reset); these tests pin down what each option
+promises on its own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from editkit import EditRequest, encode
+from editkit.errors import ConfigError, EditkitError
+from editkit.methods.memoir import MemoirConfig, MemoirEditor
+from editkit.methods.memoir.protect import KeyCovariance
+from editkit.methods.memoir.rerank import FeatureTable
+from editkit.registry import get_editor_spec
+from editkit.testing import tiny_model_and_tokenizer
+
+SUBJECTS = ("Xo", "Zed", "Ken", "Mira", "Tove", "Pax")
+RELATIONS = ("The capital of {} is", "{} plays the", "{} was born in")
+
+
+def _requests(n: int) -> list[EditRequest]:
+    return [
+        EditRequest(
+            id=str(i),
+            prompt=RELATIONS[i % len(RELATIONS)].format(SUBJECTS[i // len(RELATIONS) % len(SUBJECTS)]),
+            target=("Lum", "oboe", "Rio")[i % 3],
+            rephrases=(),
+            locality=(),
+        )
+        for i in range(n)
+    ]
+
+
+def _editor(name: str = "memoir", **overrides) -> MemoirEditor:
+    model, tokenizer = tiny_model_and_tokenizer()
+    spec = get_editor_spec(name)
+    return spec.build(model, tokenizer, spec.make_config(**overrides))
+
+
+def _keys(editor: MemoirEditor, request: EditRequest) -> torch.Tensor:
+    """What an edit's own tokens read the memory with: its masked down-projection inputs [n, D]."""
+    mask = editor.prompt_masks([request.prompt])[0]
+    acts = editor.split.module_inputs(editor.training_batch(request))[0].float()
+    return acts * mask.float()
+
+
+def test_memoir_stays_faithful_and_memoir_plus_turns_the_options_on():
+    faithful = get_editor_spec("memoir").make_config()
+    assert (faithful.protect, faithful.router, faithful.decay) == ("none", "overlap", "all")
+    plus = get_editor_spec("memoir+").make_config()
+    assert (plus.protect, plus.router, plus.decay) == ("nullspace", "rerank", "masked")
+    assert {"plus", "plus-reference-loop"} <= set(MemoirEditor.conformance_variants)
+    editor = _editor("memoir+")
+    assert editor.name == "memoir+" and editor.keys is not None and editor.features is not None
+
+
+def test_config_refuses_bad_options():
+    for bad in ({"protect": "all"}, {"router": "cosine"}, {"rerank_feature": "max"}, {"rerank_tau": 1.5},
+                {"protect_tol": 0}, {"protect_tol": 1}, {"rerank_candidates": 0}):
+        with pytest.raises(ConfigError):
+            MemoirConfig(**bad)
+
+
+@pytest.mark.parametrize("tol", [1e-6, 1e-2])
+def test_protected_edits_leave_what_earlier_edits_read_alone(tol):
+    """A later edit changes ``W_m·x`` at an earlier edit's keys only in the directions ``protect_tol`` lets
+    go; without protection the same later edits move it much more (the interference the option removes)."""
+    drifts = {}
+    for protect in ("none", "nullspace"):
+        editor = _editor(protect=protect, decay="masked", weight_decay=0.01, protect_tol=tol, tau=0.7, n_iter=5)
+        first, *later = _requests(6)
+        editor.edit(first)
+        keys = _keys(editor, first)
+        before = keys @ editor.memory.weight.detach().T
+        for request in later:
+            stats = editor.edit(request)
+        after = keys @ editor.memory.weight.detach().T
+        drifts[protect] = float((after - before).norm() / before.norm())
+        if protect == "nullspace":
+            assert stats["protected_dims"] > 0 and 0.0 <= stats["free_key_share"] <= 1.0
+    assert drifts["nullspace"] < 0.1 * drifts["none"], drifts
+    if tol == 1e-6:
+        assert drifts["nullspace"] < 1e-4, drifts
+
+
+def test_the_protected_basis_spans_the_earlier_keys_of_a_column_set():
+    cov = KeyCovariance(8, tol=1e-9)
+    assert cov.protected(torch.arange(4)) is None  # nothing stored yet: nothing to protect
+    keys = torch.zeros(3, 8)
+    keys[:, :3] = torch.randn(3, 3)
+    cov.add(keys)
+    basis = cov.protected(torch.tensor([0, 1, 2, 5]))
+    assert basis.shape == (4, 3)
+    inside = keys[:, [0, 1, 2, 5]]
+    assert torch.allclose(inside - (inside @ basis) @ basis.T, torch.zeros_like(inside), atol=1e-5)
+    assert cov.protected(torch.tensor([4, 6])) is None  # a column set no earlier key touches
+    assert KeyCovariance.free_share(inside, basis) < 1e-6
+
+
+@pytest.mark.parametrize("options", [{"protect": "nullspace", "decay": "masked"}, {"router": "rerank"}])
+def test_fast_edit_matches_the_full_forward_edit_with_the_options(options):
+    fast, full = _editor(**options), _editor(**options, fast_edit=False)
+    for request in _requests(4):
+        a, b = fast.edit(request), full.edit(request)
+        assert a["iterations"] == b["iterations"] and abs(a["loss"] - b["loss"]) <= 1e-4
+    assert (fast.memory.weight - full.memory.weight).abs().max().item() <= 1e-4
+
+
+def test_rerank_picks_the_candidate_with_the_closest_feature():
+    table = FeatureTable(4)
+    for row in ([1.0, 0, 0, 0], [0, 1.0, 0, 0], [0.6, 0.8, 0, 0]):
+        table.add(torch.tensor(row))
+    overlaps = np.array([[9, 8, 7], [9, 8, 7], [3, 2, 1]], dtype=np.uint16)
+    queries = torch.tensor([[0.0, 1, 0, 0], [1.0, 0.1, 0, 0], [0.0, 1, 0, 0]])
+    rows, scores = table.rerank(overlaps, queries, min_overlap=5, candidates=2, k=10)
+    # query 0: candidates rows 0, 1 (row 2 is past the shortlist), row 1 matches; query 2: nothing reaches 5
+    assert rows.tolist() == [1, 0, 0]
+    assert scores[0] == pytest.approx(1.0) and scores[1] > 0.99 and scores[2] == pytest.approx(0.3 - 2)
+
+
+def test_rerank_scores_are_what_routing_decides():
+    editor, base = _editor(router="rerank", tau=0.7, n_iter=3), _editor()
+    requests = _requests(9)
+    for request in requests:
+        editor.edit(request)
+    prompts = [r.prompt for r in requests] + ["Grass is", "The capital of Ulm is", "Q", "Tell me: Zed plays the"]
+    batch = encode(editor.tokenizer, prompts, ["xyz"] * len(prompts))
+    scores = editor.routing_scores(batch)
+    assert (scores.threshold, scores.name) == (editor.config.rerank_tau, "feature cosine of the best masks")
+    assert all(s == pytest.approx(1.0, abs=1e-5) for s in scores.scores[: len(requests)])  # each edit finds itself
+    routed = [not torch.equal(a, b) for a, b in zip(editor.logits(batch), base.logits(batch))]
+    assert routed == [s >= scores.threshold for s in scores.scores]
+    assert not all(routed)
+
+
+def test_plus_state_round_trip_and_a_faithful_state_is_refused(tmp_path):
+    editor = _editor("memoir+", n_iter=3)
+    for request in _requests(3):
+        editor.edit(request)
+    editor.save_state(tmp_path / "plus")
+    again = _editor("memoir+")
+    again.load_state(tmp_path / "plus")
+    assert torch.equal(again.keys.matrix, editor.keys.matrix) and torch.equal(again.features.matrix, editor.features.matrix)
+    batch = encode(editor.tokenizer, [r.prompt for r in _requests(3)], ["ab"] * 3)
+    assert torch.equal(again.logits(batch), editor.logits(batch))
+    faithful = _editor(n_iter=3)
+    faithful.edit(_requests(1)[0])
+    faithful.save_state(tmp_path / "faithful")
+    with pytest.raises(EditkitError, match=r"not 'memoir\+'"):
+        _editor("memoir+").load_state(tmp_path / "faithful")
+    with pytest.raises(EditkitError, match="key_covariance"):  # same name, another option set
+        _editor(protect="nullspace").load_state(tmp_path / "faithful")
