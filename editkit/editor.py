@@ -233,11 +233,17 @@ class Editor(ABC):
         return out.logits
 
     @torch.no_grad()
-    def generate(self, batch: PromptBatch, max_new_tokens: int) -> torch.Tensor:
+    def generate(
+        self, batch: PromptBatch, max_new_tokens: int, stop: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """Greedy continuation, [B, max_new_tokens], decoded with a KV cache under one routing context.
 
-        Needs a left-padded batch so that every row's next token goes at the same column. Decoding never
-        stops early: exact-match scoring compares a fixed number of tokens.
+        Needs a left-padded batch so that every row's next token goes at the same column. Without ``stop``
+        decoding never stops early: exact-match scoring compares a fixed number of tokens. ``stop`` maps the
+        tokens generated so far ([B, t]) to the rows that are complete ([B] bool); decoding ends once every
+        row has been, so the result may have fewer columns. Greedy decoding does not look ahead, so a row up
+        to where it completed is exactly what the full-length decode gives (free-generation scoring cuts
+        each row there anyway).
         """
         if batch.padding_side != "left":
             raise ValueError("generate() needs a left-padded PromptBatch")
@@ -245,6 +251,7 @@ class Editor(ABC):
         attention = batch.attention_mask
         positions = batch.position_ids
         tokens: list[torch.Tensor] = []
+        complete = torch.zeros(len(batch), dtype=torch.bool)
         with self.routing(batch):
             out = self.model(
                 input_ids=batch.input_ids, attention_mask=attention, position_ids=positions, use_cache=True
@@ -254,6 +261,10 @@ class Editor(ABC):
                 tokens.append(next_token)
                 if step == max_new_tokens - 1:
                     break
+                if stop is not None:
+                    complete |= stop(torch.cat(tokens, dim=1)).cpu()
+                    if bool(complete.all()):
+                        break
                 attention = torch.cat([attention, torch.ones_like(next_token)], dim=1)
                 positions = positions[:, -1:] + 1
                 out = self.model(

@@ -31,7 +31,7 @@ from .checkpoints import START, read_checkpoint, results_at, rewind, save_checkp
 from .routing import routing_prompts, routing_rows
 from .schedules import Schedule
 from .scorers import SCORERS, Score, Scorer
-from .store import RunWriter, SummaryRow, summarize, write_json_atomic
+from .store import RunWriter, SummaryRow, full_loop_steps, summarize, write_json_atomic
 from .streams import Stream
 
 
@@ -178,7 +178,7 @@ class Harness:
         requests = self.stream.requests
         last = read_checkpoint(directory, len(requests)) if resume else START
         if last.complete:
-            return summarize(_scores(results_at(directory, last)), context, len(requests), per_checkpoint)
+            return summarize(_scores(results_at(directory, last)), context, len(requests), per_checkpoint, full_loop_steps(directory, FULL_LOOP))
         spec.check_requests(requests)  # before the first edit: a field the method needs is missing
         editor = spec.build(self.model, self.tokenizer, config)
         editor.check_requests(requests)  # before anything is written
@@ -193,7 +193,7 @@ class Harness:
         checkpoints = {cp.step: cp for cp in self.plan}
         summary: list[SummaryRow] = []
         bar = tqdm(requests, desc=f"{spec.name:>8} edits", unit="edit", disable=not self.progress, initial=last.step)
-        full_loops = 0  # edits that recorded ``loop: full`` (a fast loop's fallback), said at the end
+        full_loops: list[int] = []  # steps of the edits that recorded ``loop: full`` (a fast loop's fallback)
         try:
             for step in self.schedule.steps(len(requests)):
                 if step.stop <= last.step:
@@ -201,7 +201,6 @@ class Harness:
                 for index, stats in zip(step, timed_step(editor, [requests[i] for i in step])):
                     check_finite_losses(spec.name, index + 1, requests[index].id, stats, self.model_info.get("dtype"))
                     writer.edit(index + 1, requests[index].id, stats)
-                    full_loops += stats.get("loop") == FULL_LOOP
                 bar.update(len(step))
                 index = step.stop - 1
                 checkpoint = checkpoints.get(index + 1)
@@ -218,7 +217,8 @@ class Harness:
                         writer.routing(rows)
                     writer.timing(checkpoint.step, "routing", time.perf_counter() - start, len(prompts))
                     if per_checkpoint or checkpoint.step == len(requests):
-                        summary = summarize(scores, context, len(requests), per_checkpoint)
+                        full_loops = full_loop_steps(directory, FULL_LOOP)
+                        summary = summarize(scores, context, len(requests), per_checkpoint, full_loops)
                         writer.summary(summary)
                 if index + 1 < len(requests) and (checkpoint is not None or _crossed(step, self.checkpoint_every)):
                     save_checkpoint(directory, index + 1, editor, writer.sync())
@@ -227,8 +227,9 @@ class Harness:
             bar.close()
             writer.close()
             editor.reset()
+        full_loops = full_loop_steps(directory, FULL_LOOP)
         if full_loops:
-            print(f"{spec.name}: {full_loops} of {len(requests) - last.step} edits ran the full forward (loop: full in edits.jsonl)", file=sys.stderr)
+            print(f"{spec.name}: {len(full_loops)} of {len(requests)} edits ran the full forward (loop: full in edits.jsonl, full_loop_edits in summary.json)", file=sys.stderr)
         return summary
 
 

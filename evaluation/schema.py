@@ -47,6 +47,9 @@ class SummaryRow:
     chat_template: bool = False
     #: the dev slice a tuned config was selected on (``editkit tune``), None for a config given by hand
     tuned_on: str | None = None
+    #: edits of this run up to ``step`` whose fast loop fell back to the full forward (``loop: full`` in
+    #: ``edits.jsonl``): the same numbers, at the full forward's cost, counted here so it is never silent
+    full_loop_edits: int = 0
 
 
 @dataclass(frozen=True)

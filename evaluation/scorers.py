@@ -214,9 +214,10 @@ class WildScorer(Scorer):
     ``fluency_tokens`` freely generated tokens from each edit prompt. With the ``judge`` option (a callable
     ``(question, answer, reference) -> [0, 1]``), its verdicts are reported as ``wild-judge``.
 
-    Decoding runs for a fixed number of tokens and is cut afterwards: greedy decoding does not look ahead,
-    so the cut answer is exactly what a decoder that stopped there would have produced, and every row keeps
-    the batching and per-row routing of :meth:`Editor.generate`.
+    Decoding is cut afterwards, at the same place for every row whatever the batch: greedy decoding does
+    not look ahead, so the cut answer is exactly what a decoder that stopped there would have produced, and
+    every row keeps the batching and per-row routing of :meth:`Editor.generate`. A batch stops decoding
+    once all its rows are complete (``stop`` of :meth:`Editor.generate`), which changes no answer.
     """
 
     name = "wild"
@@ -229,22 +230,34 @@ class WildScorer(Scorer):
         self.judge: Judge | None = self.options.get("judge")
         self._stops = frozenset(getattr(self.tokenizer, "all_special_ids", None) or ()) | _eos_ids(self.tokenizer)
 
-    def _generated(self, editor: Editor, prompts: Sequence[str], tokens: int) -> list[list[int]]:
-        """The ids each prompt's free generation keeps: up to (not including) the first stop token."""
+    def _generated(self, editor: Editor, prompts: Sequence[str], tokens: int, answer: bool = False) -> list[list[int]]:
+        """The ids each prompt's free generation keeps: up to (not including) the first stop token.
+        Decoding ends early once every row of a batch is complete: has a stop token, or (``answer``) has
+        finished its answer's first line, which is all :meth:`answers` reads."""
         out: list[list[int]] = [[] for _ in prompts]
         pairs = [(p, "") for p in prompts]
         for idx in self.progress(list(self.batches(pairs))):
             batch = encode(self.tokenizer, [prompts[i] for i in idx], None, "left")
-            generated = editor.generate(batch, tokens).cpu().tolist()
+            generated = editor.generate(batch, tokens, stop=lambda so_far: self._complete(so_far, answer)).cpu().tolist()
             for row, i in enumerate(idx):
-                ids = generated[row]
-                stop = next((k for k, t in enumerate(ids) if t in self._stops), len(ids))
-                out[i] = ids[:stop]
+                out[i] = self._kept(generated[row])
         return out
+
+    def _kept(self, ids: list[int]) -> list[int]:
+        return ids[: next((k for k, t in enumerate(ids) if t in self._stops), len(ids))]
+
+    def _complete(self, so_far: torch.Tensor, answer: bool) -> torch.Tensor:
+        """[B] bool: rows that more tokens cannot change, by the same cut that is applied afterwards."""
+        rows = so_far.cpu().tolist()
+        done = [
+            len(kept) < len(ids) or (answer and "\n" in self.tokenizer.decode(kept).lstrip())
+            for ids, kept in ((ids, self._kept(ids)) for ids in rows)
+        ]
+        return torch.tensor(done, dtype=torch.bool)
 
     def answers(self, editor: Editor, prompts: Sequence[str]) -> list[str]:
         """Each prompt's free answer: the first line of its generation."""
-        return [first_line(self.tokenizer.decode(ids)) for ids in self._generated(editor, prompts, self.max_new_tokens)]
+        return [first_line(self.tokenizer.decode(ids)) for ids in self._generated(editor, prompts, self.max_new_tokens, answer=True)]
 
     def _judged(self, questions: Sequence[str], answers: Sequence[str], references: Sequence[str]) -> list[float]:
         values = []

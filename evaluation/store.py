@@ -339,9 +339,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def summarize(scores: Sequence[Score], context: dict[str, str], final_step: int, per_checkpoint: bool) -> list[SummaryRow]:
+def summarize(
+    scores: Sequence[Score], context: dict[str, str], final_step: int, per_checkpoint: bool, full_loops: Sequence[int] = ()
+) -> list[SummaryRow]:
     """Means over requests. ``per_checkpoint`` keeps one row per step (final, every:K); else all
-    scores are pooled into one row at ``final_step`` (immediate: each edit was scored at its own step)."""
+    scores are pooled into one row at ``final_step`` (immediate: each edit was scored at its own step).
+    ``full_loops`` holds the (1-based) steps of the edits that ran the full forward (:func:`full_loop_steps`)."""
     groups: dict[tuple[str, str, int], list[float]] = {}
     for s in scores:
         step = s.step if per_checkpoint else final_step
@@ -367,9 +370,21 @@ def summarize(scores: Sequence[Score], context: dict[str, str], final_step: int,
                 ci_resamples=interval.resamples,
                 chat_template=bool(context.get("chat_template", False)),
                 tuned_on=context.get("tuned_on"),
+                full_loop_edits=sum(1 for s in full_loops if s <= step),
             )
         )
     return rows
+
+
+def full_loop_steps(directory: Path, full: str) -> list[int]:
+    """The steps of the edits in ``directory``'s ``edits.jsonl`` that recorded ``loop: full`` (a row
+    file is flushed at every write, so this is current while the run goes on)."""
+    file = directory / EDITS
+    if not file.is_file():
+        return []
+    with open(file, "rb") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    return [row["step"] for row in rows if row.get("loop") == full]
 
 
 def read_summary(path: Path) -> list[dict[str, Any]]:

@@ -121,3 +121,19 @@ def test_usage_error_is_one_line(tmp_path):
     code, _, err = editkit("compare", "--num-edits", "many", "--out", tmp_path / "o")
     assert_one_line_error(code, err, "--num-edits", "'many' is not a valid integer")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_fallback_to_the_full_forward_is_counted_in_the_summary(tiny_dir, data_file, tmp_path):
+    """MEMOIR with ``fast_edit=False`` runs every edit on the full forward: each edit says ``loop: full``,
+    stderr says how many, and summary.json counts them up to each scored step (0 for the unedited row)."""
+    out = tmp_path / "full"
+    code, _, err = editkit(
+        "compare", "--methods", "memoir", "--set", "memoir.fast_edit=false", "--set", "memoir.n_iter=2", "--model", tiny_dir,
+        "--data", data_file, "--schedule", "every:2", "--scorers", "tf", "--out", out, "--no-progress", "--threads", "1",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "memoir: 4 of 4 edits ran the full forward" in err
+    edits = [json.loads(line) for line in (out / "memoir" / "edits.jsonl").read_text().splitlines()]
+    assert [e["loop"] for e in edits] == ["full"] * 4
+    counts = {(r["method"], r["step"]): r["full_loop_edits"] for r in json.loads((out / "summary.json").read_text())}
+    assert counts == {("none", 2): 0, ("none", 4): 0, ("memoir", 2): 2, ("memoir", 4): 4}

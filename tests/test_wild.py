@@ -81,6 +81,33 @@ def test_wild_scores_the_free_answer_up_to_its_stop():
     assert scorer.answers(UneditedEditor(BigramModel(table=endless), tok), ["Qz"]) == ["a" + "b" * (scorer.max_new_tokens - 2)]
 
 
+def test_early_stop_changes_no_answer_and_decodes_less(monkeypatch):
+    """A batch stops decoding once every row has ended its answer's first line or hit a stop token; the
+    answers are those of the full-length decode: a leading blank line then an endless two-line text, and an
+    answer ended by the end of sequence."""
+    tok = tiny_tokenizer()
+    table = torch.zeros(len(tok), dtype=torch.long)
+
+    def chain(prompt: str, text: str, end: list[int]) -> None:
+        ids = list(tok(prompt).input_ids[-1:]) + list(tok(text, add_special_tokens=False).input_ids) + end
+        for cur, nxt in zip(ids, ids[1:]):
+            table[cur] = nxt
+
+    chain("Qy", "\ncd\n", [tok("c", add_special_tokens=False).input_ids[0]])  # "\ncd\ncd\ncd..." never ends
+    chain("Qz\t", "ef", [tok.eos_token_id])
+    prompts = ["Qy", "Qz\t"] * 3
+    scorer = WildScorer(tok, batch_size=4)
+    editor = UneditedEditor(BigramModel(table=table), tok)
+    columns: list[int] = []
+    generate = editor.generate
+    monkeypatch.setattr(editor, "generate", lambda *a, **k: columns.append((out := generate(*a, **k)).shape[1]) or out)
+    early = scorer.answers(editor, prompts)
+    stopped = list(columns)
+    monkeypatch.setattr(scorer, "_complete", lambda so_far, answer: torch.zeros(so_far.shape[0], dtype=torch.bool))
+    assert scorer.answers(editor, prompts) == early == ["cd", "ef"] * 3
+    assert max(stopped) == 4 and columns[len(stopped):] == [scorer.max_new_tokens] * len(stopped)  # newline, c, d, newline
+
+
 def test_wild_locality_is_exactly_one_for_the_unedited_model_and_drops_for_a_change():
     model, tok = tiny_model_and_tokenizer()
     stream = [

@@ -176,6 +176,23 @@ def test_generation_keeps_routing_through_the_kv_cache(
         assert alone.tolist() == generated, prompt
 
 
+def test_generation_stops_when_every_row_is_complete(editor_case, tok, edit_requests, probe_prompts):
+    """``generate(..., stop=)``: decoding ends once ``stop`` says every row is complete, and what it gave
+    until then is the full-length decode's prefix (free-generation scoring relies on both)."""
+    editor = editor_case.build()
+    _apply_all(editor, edit_requests)
+    batch = encode(tok, probe_prompts, padding_side="left")
+    full = editor.generate(batch, GENERATE_TOKENS)
+    seen: list[int] = []
+
+    def after_two(so_far: torch.Tensor) -> torch.Tensor:
+        seen.append(so_far.shape[1])
+        return torch.full((so_far.shape[0],), so_far.shape[1] >= 2, dtype=torch.bool)
+
+    short = editor.generate(batch, GENERATE_TOKENS, stop=after_two)
+    assert seen == [1, 2] and short.tolist() == full[:, :2].tolist()
+
+
 # ------------------------------------------------------------------------------------- 5. base weights
 def test_base_weights_unchanged_unless_declared(editor_case, fresh_model, edit_requests):
     spec = editor_case.spec
