@@ -59,7 +59,7 @@ def recorded_prompts(monkeypatch, chat: bool) -> tuple[list[str], list[str]]:
 
     original_logits, original_generate = Editor.logits, Editor.generate
     monkeypatch.setattr(Editor, "logits", lambda self, batch: (record(batch), original_logits(self, batch))[1])
-    monkeypatch.setattr(Editor, "generate", lambda self, batch, n: (record(batch), original_generate(self, batch, n))[1])
+    monkeypatch.setattr(Editor, "generate", lambda self, batch, n, **kw: (record(batch), original_generate(self, batch, n, **kw))[1])
     spec = get_editor_spec("ft")
     original_edit = spec.editor_class.edit
     monkeypatch.setattr(spec.editor_class, "edit", lambda self, request: (edited.append(request.prompt), original_edit(self, request))[1])
