@@ -42,3 +42,8 @@ def token_f1(answer: str, reference: str) -> float:
 def first_line(text: str) -> str:
     """The answer a model gives before it starts a new line (leading blank lines skipped)."""
     return text.lstrip().split("\n", 1)[0].strip()
+
+
+def first_line_done(text: str) -> bool:
+    """Whether more text appended to ``text`` can no longer change :func:`first_line` of it."""
+    return "\n" in text.lstrip()

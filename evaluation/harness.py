@@ -193,7 +193,6 @@ class Harness:
         checkpoints = {cp.step: cp for cp in self.plan}
         summary: list[SummaryRow] = []
         bar = tqdm(requests, desc=f"{spec.name:>8} edits", unit="edit", disable=not self.progress, initial=last.step)
-        full_loops: list[int] = []  # steps of the edits that recorded ``loop: full`` (a fast loop's fallback)
         try:
             for step in self.schedule.steps(len(requests)):
                 if step.stop <= last.step:
@@ -217,8 +216,7 @@ class Harness:
                         writer.routing(rows)
                     writer.timing(checkpoint.step, "routing", time.perf_counter() - start, len(prompts))
                     if per_checkpoint or checkpoint.step == len(requests):
-                        full_loops = full_loop_steps(directory, FULL_LOOP)
-                        summary = summarize(scores, context, len(requests), per_checkpoint, full_loops)
+                        summary = summarize(scores, context, len(requests), per_checkpoint, full_loop_steps(directory, FULL_LOOP))
                         writer.summary(summary)
                 if index + 1 < len(requests) and (checkpoint is not None or _crossed(step, self.checkpoint_every)):
                     save_checkpoint(directory, index + 1, editor, writer.sync())
@@ -227,7 +225,7 @@ class Harness:
             bar.close()
             writer.close()
             editor.reset()
-        full_loops = full_loop_steps(directory, FULL_LOOP)
+        full_loops = full_loop_steps(directory, FULL_LOOP)  # steps of the edits a fast loop's fallback ran
         if full_loops:
             print(f"{spec.name}: {len(full_loops)} of {len(requests)} edits ran the full forward (loop: full in edits.jsonl, full_loop_edits in summary.json)", file=sys.stderr)
         return summary

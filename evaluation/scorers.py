@@ -26,7 +26,7 @@ from editkit.editor import Editor
 from editkit.errors import EditkitError
 from editkit.requests import EditRequest
 
-from .answers import exact_match, first_line, token_f1
+from .answers import exact_match, first_line, first_line_done, token_f1
 from .fluency import ngram_entropy
 
 Pair = tuple[str, str]
@@ -250,7 +250,7 @@ class WildScorer(Scorer):
         """[B] bool: rows that more tokens cannot change, by the same cut that is applied afterwards."""
         rows = so_far.cpu().tolist()
         done = [
-            len(kept) < len(ids) or (answer and "\n" in self.tokenizer.decode(kept).lstrip())
+            len(kept) < len(ids) or (answer and first_line_done(self.tokenizer.decode(kept)))
             for ids, kept in ((ids, self._kept(ids)) for ids in rows)
         ]
         return torch.tensor(done, dtype=torch.bool)
