@@ -52,14 +52,20 @@ def test_weight_editor_trains_a_float32_master_copy_on_half_precision_models(dty
     assert editor.weight.dtype == dtype and bool(torch.isfinite(editor.weight).all())
     assert stats["iterations"] > 0 and stats["loss"] == stats["loss"]  # not nan
     assert not torch.equal(editor.weight, original)
+    master = editor.master(editor.module_path)  # kept across edits, so small updates accumulate in float32
+    assert master.dtype == torch.float32 and torch.equal(master.to(dtype), editor.weight)
+    restored = get_editor_spec("ft").build(tiny_model_and_tokenizer()[0].to(dtype), tok)
+    restored.load_state_dict(editor.state_dict(), editor.state_metadata())
+    assert torch.equal(restored.master(restored.module_path), master) and torch.equal(restored.weight, editor.weight)
     editor.reset()
     assert torch.equal(editor.weight, original)  # the snapshot is restored bit for bit
+    assert torch.equal(editor.master(editor.module_path), original.float())
 
 
 def test_float32_models_train_the_weight_itself():
     model, tok = tiny_model_and_tokenizer()
     editor = get_editor_spec("ft").build(model, tok)
-    assert editor.trainable() is editor.weight
+    assert editor.master(editor.module_path) is editor.weight
 
 
 def test_declared_attributes(monkeypatch):

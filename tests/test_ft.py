@@ -120,17 +120,18 @@ def test_state_is_the_edited_weight(build_editor, tmp_path):
     editor = build_editor("ft")
     editor.edit(REQUEST)
     state = editor.state_dict()
-    assert list(state) == ["weight"] and torch.equal(state["weight"], editor.weight)
+    key = f"weight:{editor.module_path}"
+    assert list(state) == [key] and torch.equal(state[key], editor.weight)
     editor.save_state(tmp_path)
     restored = build_editor("ft")
     restored.load_state(tmp_path)
     assert torch.equal(restored.weight, editor.weight) and restored.state_metadata()["edits"] == 1
     with pytest.raises(EditkitError, match="layers.1"):  # the state of another layer
         build_editor("ft", layer=1).load_state(tmp_path)
-    with pytest.raises(EditkitError, match="exactly one tensor"):
-        restored.load_state_dict({"weight": state["weight"], "extra": state["weight"]})
+    with pytest.raises(EditkitError, match="unexpected tensors"):
+        restored.load_state_dict({key: state[key], "extra": state[key]})
     with pytest.raises(EditkitError, match="float64"):
-        restored.load_state_dict({"weight": state["weight"].double()})
+        restored.load_state_dict({key: state[key].double()})
 
 
 def test_same_requests_give_bitwise_same_weights(build_editor):

@@ -64,13 +64,13 @@ def test_cli_refuses_a_stream_without_subjects_before_writing(tiny_model_dir, tm
 def test_rome_writes_v_star_at_the_plain_prompt_with_a_rank_one_update():
     editor = build("rome")
     (path,) = editor.weight_paths
-    before = editor.weight(path).clone()
+    before = editor.weight_matrix(path).clone()
     request = EDIT_REQUESTS[0]
     values: list[torch.Tensor] = []
     update = editor.update
     editor.update = lambda requests, v: (values.append(v), update(requests, v))  # type: ignore[method-assign]
     editor.edit(request)
-    delta = (editor.weight(path) - before).double()
+    delta = (editor.weight_matrix(path) - before).double()
     assert torch.linalg.matrix_rank(delta, rtol=1e-6) == 1
     out = read_at_subject(editor.model, editor.tokenizer, [request.prompt], [request.subject], [path], "output")[path][0]
     torch.testing.assert_close(out, values[0][0], atol=1e-4, rtol=1e-4)
@@ -82,10 +82,10 @@ def test_memit_edits_a_batch_jointly_and_alphaedit_stays_in_the_null_space():
     assert [s["batch"] for s in stats] == [3, 3, 3] and memit.num_edits == 3 and memit.batch_edits
 
     alpha = build("alphaedit")
-    before = {p: alpha.weight(p).clone() for p in alpha.weight_paths}
+    before = {p: alpha.weight_matrix(p).clone() for p in alpha.weight_paths}
     alpha.edit_batch(EDIT_REQUESTS[:2])
     for path in alpha.weight_paths:
-        delta = (alpha.weight(path) - before[path]).double()
+        delta = (alpha.weight_matrix(path) - before[path]).double()
         assert delta.abs().max() > 0
         preserved = torch.eye(delta.shape[1], dtype=torch.float64) - alpha.projections[path]
         assert (delta @ preserved).abs().max() <= 1e-4 * delta.abs().max()  # generic keys' outputs kept

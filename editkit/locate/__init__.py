@@ -3,6 +3,5 @@
 from .config import LocateConfig
 from .editor import LocateEditor, scaled_layers
 from .stats import second_moments
-from .weights import WeightEditor
 
-__all__ = ["LocateConfig", "LocateEditor", "WeightEditor", "scaled_layers", "second_moments"]
+__all__ = ["LocateConfig", "LocateEditor", "scaled_layers", "second_moments"]

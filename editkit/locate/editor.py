@@ -19,12 +19,12 @@ import torch
 from editkit.errors import EditkitError
 from editkit.layers import block_list_path, down_proj_path, num_layers
 from editkit.requests import EditRequest
+from editkit.tier import WeightEditor
 
 from .config import LocateConfig
 from .stats import model_fingerprint, second_moments
 from .subjects import check_subjects, context_templates
 from .values import ValueOptions, optimise_value, template_keys
-from .weights import WeightEditor
 
 #: depth of the LLaMA models the official layer numbers refer to
 OFFICIAL_NUM_LAYERS = 32
@@ -59,7 +59,6 @@ class LocateEditor(WeightEditor):
         self.fingerprint = model_fingerprint(model)  # of the unedited weights: the statistics' cache key
         self.templates: list[list[str]] | None = None
         self.mom2: dict[str, torch.Tensor] = {}
-        self.num_edits = 0
 
     # ------------------------------------------------------------ preparation
     def check_requests(self, requests: Sequence[EditRequest]) -> None:
@@ -132,22 +131,5 @@ class LocateEditor(WeightEditor):
         """Change the edited weights so that the requests' keys map to ``values`` ([n, d], float32)."""
 
     # ------------------------------------------------------------------- state
-    def reset(self) -> None:
-        self.restore_weights()
-        self.num_edits = 0
-        self.reset_extra()
-
-    def reset_extra(self) -> None:
-        """Forget a method's own edit state (AlphaEdit's accumulated keys)."""
-
-    def state_metadata(self) -> dict[str, Any]:
-        return {"edits": self.num_edits, "modules": self.weight_paths}
-
-    def load_state_dict(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
-        metadata = metadata or {}
-        modules = metadata.get("modules", self.weight_paths)
-        if modules != self.weight_paths:
-            raise EditkitError(f"{self.name} state edits {modules}, but this editor edits {self.weight_paths}")
+    def before_loading_state(self) -> None:
         self._ready()  # templates and statistics come from the unedited weights, so before loading
-        self.load_weight_state(tensors)
-        self.num_edits = int(metadata.get("edits", 0))

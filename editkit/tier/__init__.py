@@ -3,7 +3,7 @@ its own maths (the way peft's ``BaseTuner``/``BaseTunerLayer`` carry what every 
 
 - :class:`ModuleEditor`: editors that act at one module and never change base weights (MEMOIR, GRACE,
   WISE): the module from the official depth, the split forward, per-row routing, state checks.
-- :class:`WeightEditor`: editors that change base weights (FT; ROME/MEMIT/AlphaEdit next): snapshot and
+- :class:`WeightEditor`: editors that change base weights (FT, ROME, MEMIT, AlphaEdit): snapshot and
   bit-for-bit restore, state I/O of the edited weight, a float32 master copy on fp16/bf16 models.
 - :class:`FastPath`: the one "check the shortcut against the full forward once, then trust it" both use.
 """

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from editkit.batching import tokenize_pair
+from editkit.checks import layer_module_path
 from editkit.editor import _forward_params
 from editkit.partial import SplitForward, block_input
 from editkit.requests import EditRequest
@@ -52,6 +53,9 @@ class FTEditor(WeightEditor):
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, config: FTConfig | None = None):
         super().__init__(model, tokenizer, config)
+        self.module_path = layer_module_path(model, self.config.layer, self.official_layer)
+        self.edit_weights([self.module_path])
+        self.weight = self.weights[self.module_path]  # the model's own tensor
         self.split = SplitForward(model, self.module_path)
         self._keep_logits = "logits_to_keep" in _forward_params(type(model))
         self.fast_path = FastPath(self.split.reason, self)
@@ -61,11 +65,11 @@ class FTEditor(WeightEditor):
         start = time.perf_counter()
         cfg: FTConfig = self.config
         problem = self._problem(request)
-        weight = self.weight
+        path, weight = self.module_path, self.weight
         iterations, loss_value = 0, float("nan")
         with torch.enable_grad():  # callers (scorers) may hold no_grad
             hidden = self._hidden_entering_block(problem)
-            master = self.trainable()
+            master = self.master(path)
             at_start = master.detach().clone() if cfg.norm_constraint is not None else None
             weight.requires_grad_(True)
             try:
@@ -77,16 +81,16 @@ class FTEditor(WeightEditor):
                         break
                     optimiser.zero_grad(set_to_none=True)
                     loss.backward()
-                    self.move_grad(master)
+                    self.move_grad(path)
                     optimiser.step()
                     iterations += 1
                     if at_start is not None:
                         with torch.no_grad():
                             master.copy_(torch.clamp(master, at_start - cfg.norm_constraint, at_start + cfg.norm_constraint))
-                    self.write_back(master)
+                    self.write_back(path)
             finally:
                 weight.requires_grad_(False)
-                weight.grad = None
+                weight.grad = master.grad = None
         self.num_edits += 1
         loop = UPPER if hidden is not None else FULL
         return {"iterations": iterations, "loss": loss_value, "seconds": time.perf_counter() - start, "loop": loop}
