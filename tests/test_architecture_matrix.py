@@ -1,4 +1,4 @@
-"""Every registered editor on every single-model family of the architecture matrix (issue 16).
+"""Every registered editor on every single-model family of the architecture matrix (issues 16 and 17).
 
 The full conformance suite runs on the tiny Llama (``editkit.testing``); here a cheap subset of its
 promises runs on each family of :data:`editkit.architectures.SINGLE` (learned and rotary positions, ALiBi,
@@ -18,11 +18,11 @@ from editkit.registry import baseline_names
 from editkit.testing import tiny_tokenizer
 from editkit.testing.plugin import editor_cases
 
-REQUEST = EditRequest(id="m0", prompt="The capital of Zorbia is", target=" Quelp")
 PROBES = ["The capital of Zorbia is", "A cat sat on the mat and"]
-#: the editors with a fast loop (issue 16's acceptance); ROME/MEMIT/AlphaEdit are not in the matrix yet
-#: (AlphaEdit fails on GPT-2's Conv1D here, and one edit costs ~50 s on this machine)
-MATRIX_EDITORS = ("memoir", "ft", "ft-l", "ft-m", "grace", "wise")
+#: the subject ends the prompt: ROME/MEMIT/AlphaEdit place v* at the subject's last token, and in a random
+#: two-layer model its effect on predictions several tokens later is too weak to test (v* cannot fit there)
+REQUEST = EditRequest(id="m0", prompt="The capital city of Zorbia", target=" Quelp", subject="Zorbia")
+MATRIX_EDITORS = ("memoir", "ft", "ft-l", "ft-m", "grace", "wise", "rome", "memit", "alphaedit")
 CASES = [c for c in editor_cases(MATRIX_EDITORS) if c.name not in baseline_names() and c.variant == "default"]
 
 

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from editkit.layers import resolve_module
+from editkit.layers import TokenShape, resolve_module
 from editkit.models import cache_dir
 
 from .corpus import CORPUS_ID, generate_corpus
@@ -47,7 +47,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         data = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{data.dtype}:{tuple(data.shape)};".encode())
-        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")  # 0-d buffers too (Gemma)
     return digest.hexdigest()
 
 
@@ -119,7 +119,7 @@ def _compute(
 
     def hook_for(path: str):
         def grab(_module: torch.nn.Module, args: tuple) -> None:
-            keys = args[0][current["mask"]].double()
+            keys = shapes[path].view(args[0])[current["mask"]].double()  # OPT feeds [B·T, D]
             sums[path] = sums[path] + keys.T @ keys if path in sums else keys.T @ keys
             remaining.discard(path)
             if not remaining:
@@ -127,6 +127,7 @@ def _compute(
 
         return grab
 
+    shapes = {path: TokenShape(model, path) for path in paths}
     handles = [resolve_module(model, path).register_forward_pre_hook(hook_for(path)) for path in paths]
     batches = range(0, len(texts), FORWARD_BATCH)
     try:
@@ -145,7 +146,7 @@ def _compute(
                 pass
             count += int(mask.sum())
     finally:
-        for handle in handles:
+        for handle in [*handles, *shapes.values()]:
             handle.remove()
     seconds = time.perf_counter() - start
     peak = _peak_memory_mb(device)

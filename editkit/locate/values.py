@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from editkit.batching import pad_id, tokenize_pair
 from editkit.errors import EditkitError
-from editkit.layers import resolve_module
+from editkit.layers import TokenShape, like_module_tensor, resolve_module
 from editkit.requests import EditRequest
 
 from .subjects import subject_last_index
@@ -86,7 +86,7 @@ def read_at_subject(
 
     def hook_for(path: str):
         def grab(_module: torch.nn.Module, args: tuple, output: Any = None) -> None:
-            tensor = args[0] if what == "input" else _first(output)
+            tensor = shapes[path].view(args[0] if what == "input" else _first(output))  # OPT: [B·T, D]
             found[path] = tensor[index].float()
             if len(found) == len(paths):
                 raise _Enough
@@ -94,7 +94,8 @@ def read_at_subject(
         return grab
 
     handles = []
-    for path in dict.fromkeys(paths):
+    shapes = {path: TokenShape(model, path) for path in dict.fromkeys(paths)}
+    for path in shapes:
         module = resolve_module(model, path)
         handles.append(module.register_forward_pre_hook(hook_for(path)) if what == "input" else module.register_forward_hook(hook_for(path)))
     try:
@@ -102,7 +103,7 @@ def read_at_subject(
     except _Enough:
         pass
     finally:
-        for handle in handles:
+        for handle in [*handles, *shapes.values()]:
             handle.remove()
     return {path: found[path] for path in paths}
 
@@ -128,24 +129,27 @@ def template_keys(
 
 
 @contextmanager
-def _added_at(module: torch.nn.Module, rows: torch.Tensor, cols: torch.Tensor, delta: torch.Tensor, seen: list) -> Iterator[None]:
-    """Inside the block, ``delta`` is added to the module's output at (rows, cols); the first output seen
-    (with delta still zero) is kept in ``seen``."""
+def _added_at(model: torch.nn.Module, path: str, rows: torch.Tensor, cols: torch.Tensor, delta: torch.Tensor, seen: list) -> Iterator[None]:
+    """Inside the block, ``delta`` is added to the output of the module at ``path`` at (rows, cols); the
+    first output seen (with delta still zero) is kept in ``seen``."""
+    shape = TokenShape(model, path)
 
     def add(_module: torch.nn.Module, _args: tuple, output: Any) -> Any:
-        tensor = _first(output)
+        raw = _first(output)
+        tensor = shape.view(raw)  # [B, T, D] (OPT's FFN works on [B·T, D])
         if not seen:
             seen.append(tensor[rows[0], cols[0]].detach().float().clone())
         shift = torch.zeros_like(tensor)
         shift = shift.index_put((rows, cols), delta.to(tensor.dtype).expand(len(rows), -1))
-        tensor = tensor + shift
+        tensor = like_module_tensor(tensor + shift, raw)
         return (tensor, *output[1:]) if isinstance(output, tuple) else tensor
 
-    handle = module.register_forward_hook(add)
+    handle = resolve_module(model, path).register_forward_hook(add)
     try:
         yield
     finally:
         handle.remove()
+        shape.remove()
 
 
 @contextmanager
@@ -205,14 +209,13 @@ def optimise_value(
     per_row = torch.bincount(torch.tensor(label_rows, device=device), minlength=n_rewrite).float()
     row_of = read_rows[:-1]
 
-    module = resolve_module(model, module_path)
-    width = _output_width(model, module)
+    width = _output_width(model, resolve_module(model, module_path))
     delta = torch.zeros(width, device=device, requires_grad=True)
     optimiser = torch.optim.Adam([delta], lr=options.lr)
     seen: list[torch.Tensor] = []
     initial_kl: torch.Tensor | None = None
     iterations, nll_value = 0, float("nan")
-    with torch.enable_grad(), _added_at(module, at_rows, at_cols, delta, seen), _logits_only_at(model, read_rows, read_cols):
+    with torch.enable_grad(), _added_at(model, module_path, at_rows, at_cols, delta, seen), _logits_only_at(model, read_rows, read_cols):
         for step in range(options.steps):
             logits = model(**batch).logits[0].float()  # [labels + 1, V]
             log_probs = torch.log_softmax(logits[:-1], dim=-1).gather(-1, targets[:, None]).squeeze(-1)
