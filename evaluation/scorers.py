@@ -211,7 +211,10 @@ class WildScorer(Scorer):
 
     Locality compares the edited model's free answer with the unedited model's own free answer, cached
     once per stream like the other scorers' references. ``fluency``: ROME's n-gram entropy of
-    ``fluency_tokens`` freely generated tokens from each edit prompt. With the ``judge`` option (a callable
+    ``fluency_tokens`` greedily generated tokens from each edit prompt, a fixed length as ROME and KnowEdit
+    generate them (not cut at a stop token: a model that stops at once would otherwise be scored on little
+    more than its prompt, and texts of different lengths would be compared; special tokens are dropped
+    from the text). With the ``judge`` option (a callable
     ``(question, answer, reference) -> [0, 1]``), its verdicts are reported as ``wild-judge``.
 
     Decoding is cut afterwards, at the same place for every row whatever the batch: greedy decoding does
@@ -230,17 +233,19 @@ class WildScorer(Scorer):
         self.judge: Judge | None = self.options.get("judge")
         self._stops = frozenset(getattr(self.tokenizer, "all_special_ids", None) or ()) | _eos_ids(self.tokenizer)
 
-    def _generated(self, editor: Editor, prompts: Sequence[str], tokens: int, answer: bool = False) -> list[list[int]]:
+    def _generated(self, editor: Editor, prompts: Sequence[str], tokens: int, answer: bool = False, cut: bool = True) -> list[list[int]]:
         """The ids each prompt's free generation keeps: up to (not including) the first stop token.
         Decoding ends early once every row of a batch is complete: has a stop token, or (``answer``) has
-        finished its answer's first line, which is all :meth:`answers` reads."""
+        finished its answer's first line, which is all :meth:`answers` reads. ``cut=False``: all ``tokens``
+        generated ids of every row, stop tokens or not (fluency's fixed length)."""
         out: list[list[int]] = [[] for _ in prompts]
         pairs = [(p, "") for p in prompts]
+        stop = (lambda so_far: self._complete(so_far, answer)) if cut else None
         for idx in self.progress(list(self.batches(pairs))):
             batch = encode(self.tokenizer, [prompts[i] for i in idx], None, "left")
-            generated = editor.generate(batch, tokens, stop=lambda so_far: self._complete(so_far, answer)).cpu().tolist()
+            generated = editor.generate(batch, tokens, stop=stop).cpu().tolist()
             for row, i in enumerate(idx):
-                out[i] = self._kept(generated[row])
+                out[i] = self._kept(generated[row]) if cut else generated[row]
         return out
 
     def _kept(self, ids: list[int]) -> list[int]:
@@ -298,7 +303,7 @@ class WildScorer(Scorer):
         prompts = [r.prompt for r in requests]
         texts = [
             self.tokenizer.decode(list(tokenize_pair(self.tokenizer, p, None)[0]) + ids, skip_special_tokens=True)
-            for p, ids in zip(prompts, self._generated(editor, prompts, self.fluency_tokens))
+            for p, ids in zip(prompts, self._generated(editor, prompts, self.fluency_tokens, cut=False))
         ]
         return [Score(step, r.id, FLUENCY, self.name, ngram_entropy(t)) for r, t in zip(requests, texts)]
 

@@ -163,3 +163,18 @@ def test_external_judge_hook():
     for spec, message in (("nocolon", "expected MODULE:FUNCTION"), ("no_such_module_xyz:f", "cannot import"), ("test_wild:absent", "no callable")):
         with pytest.raises(EditkitError, match=message):
             load_judge(spec)
+
+
+def test_fluency_text_has_a_fixed_length_whatever_the_stop_tokens():
+    """ROME/KnowEdit fluency: every edit prompt's text is its prompt plus ``fluency_tokens`` generated
+    tokens, an end of sequence included, so a model that stops at once is not scored on its prompt alone."""
+    tok = tiny_tokenizer()
+    table = continue_with(tok, "Qz", "ab")  # "ab", then the end of sequence, then (after it) "a" forever
+    table[tok.eos_token_id] = tok.convert_tokens_to_ids("a")
+    table[tok.convert_tokens_to_ids("a")] = tok.convert_tokens_to_ids("b")
+    editor = UneditedEditor(BigramModel(table=table), tok)
+    scorer = WildScorer(tok)
+    scorer.fluency_tokens = 9
+    assert scorer.answers(editor, ["Qz"]) == ["ab"]  # the answer still stops at the end of sequence
+    (row,) = scorer.extra_scores(editor, [EditRequest("0", "Qz", "ab")], 1)
+    assert row.metric == "fluency" and row.value == pytest.approx(ngram_entropy("Qzab" + "ab" * 3))
