@@ -10,9 +10,15 @@ import sys
 import pytest
 import torch
 
+from editkit import EditRequest, encode
 from editkit.errors import EditkitError
 from editkit.evaluation.harness import check_finite_losses
+from editkit.registry import baseline_names
 from editkit.testing import tiny_model_and_tokenizer
+from editkit.testing.plugin import editor_cases
+
+#: the subject ends the prompt (ROME/MEMIT/AlphaEdit read it there; see test_architecture_matrix)
+HALF_REQUEST = EditRequest(id="h0", prompt="The capital city of Zorbia", target=" Quelp", subject="Zorbia")
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
@@ -49,3 +55,32 @@ def test_float16_overflow_stops_the_run_before_writing_the_bad_edit(tmp_path):
     assert len(lines) == 1 and "non-finite loss" in lines[0], proc.stderr
     rows = [json.loads(line) for line in (out / "ft" / "edits.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["loss"]) for r in rows)
+
+
+HALF_CASES = [c for c in editor_cases() if c.name not in baseline_names() and c.variant == "default"]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("case", HALF_CASES, ids=lambda c: c.id)
+def test_every_editor_edits_a_half_precision_model_with_float32_state(case, dtype):
+    """Issue 16's "precision that never lies" for every registered editor: on a float16/bfloat16 model one
+    edit reports a finite loss, leaves finite logits that differ from the base model's, keeps every
+    floating tensor of its edit state in float32 (the master weights of editors that train base weights
+    included), and reset gives the base logits back bit for bit."""
+    model, tok = tiny_model_and_tokenizer()
+    model = model.to(dtype)
+    probe = encode(tok, [HALF_REQUEST.prompt, "A cat sat on the mat and"])
+    with torch.no_grad():
+        base = model(input_ids=probe.input_ids, attention_mask=probe.attention_mask, position_ids=probe.position_ids).logits
+    editor = case.build(model, tok)
+    editor.prepare(["Ice is cold", "Two plus two is four"])
+    stats = editor.edit(HALF_REQUEST)
+    check_finite_losses(case.name, 1, HALF_REQUEST.id, stats, str(dtype).removeprefix("torch."))
+    assert all(math.isfinite(v) for k, v in stats.items() if "loss" in k and isinstance(v, float)), stats
+    after = editor.logits(probe)
+    assert bool(torch.isfinite(after).all()) and not torch.equal(after, base)
+    state = editor.state_dict()
+    floating = {k: t.dtype for k, t in state.items() if t.is_floating_point()}
+    assert floating and all(d in (torch.float32, torch.float64) for d in floating.values()), floating
+    editor.reset()
+    assert torch.equal(editor.logits(probe), base)
