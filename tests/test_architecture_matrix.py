@@ -16,14 +16,14 @@ from editkit import EditRequest, encode
 from editkit.architectures import SINGLE, build_architecture
 from editkit.registry import baseline_names
 from editkit.testing import tiny_tokenizer
-from editkit.testing.plugin import editor_cases
+from editkit.testing.plugin import editor_cases, quick
 
 PROBES = ["The capital of Zorbia is", "A cat sat on the mat and"]
 #: the subject ends the prompt: ROME/MEMIT/AlphaEdit place v* at the subject's last token, and in a random
 #: two-layer model its effect on predictions several tokens later is too weak to test (v* cannot fit there)
 REQUEST = EditRequest(id="m0", prompt="The capital city of Zorbia", target=" Quelp", subject="Zorbia")
 MATRIX_EDITORS = ("memoir", "ft", "ft-l", "ft-m", "grace", "wise", "rome", "memit", "alphaedit")
-CASES = [c for c in editor_cases(MATRIX_EDITORS) if c.name not in baseline_names() and c.variant == "default"]
+CASES = [quick(c) for c in editor_cases(MATRIX_EDITORS) if c.name not in baseline_names() and c.variant == "default"]
 
 
 def _target_log_prob(editor, tok) -> float:

@@ -15,7 +15,7 @@ from editkit.errors import EditkitError
 from editkit.evaluation.harness import check_finite_losses
 from editkit.registry import baseline_names
 from editkit.testing import tiny_model_and_tokenizer
-from editkit.testing.plugin import editor_cases
+from editkit.testing.plugin import editor_cases, quick
 
 #: the subject ends the prompt (ROME/MEMIT/AlphaEdit read it there; see test_architecture_matrix)
 HALF_REQUEST = EditRequest(id="h0", prompt="The capital city of Zorbia", target=" Quelp", subject="Zorbia")
@@ -57,7 +57,7 @@ def test_float16_overflow_stops_the_run_before_writing_the_bad_edit(tmp_path):
     assert all(math.isfinite(r["loss"]) for r in rows)
 
 
-HALF_CASES = [c for c in editor_cases() if c.name not in baseline_names() and c.variant == "default"]
+HALF_CASES = [quick(c) for c in editor_cases() if c.name not in baseline_names() and c.variant == "default"]
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])

@@ -11,7 +11,7 @@ tests that ask for its fixtures. The suite itself is :mod:`editkit.testing.test_
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
 import pytest
@@ -86,6 +86,20 @@ class EditorCase:
         if model is None:
             model, tokenizer = tiny_model_and_tokenizer()
         return self.spec.build(model, tokenizer, self.config())
+
+
+#: config values that keep an editor's one-time preparation small on the tiny models, applied to the
+#: editors whose config has the field (second-moment statistics over a generated corpus: 16 texts give
+#: the tiny models' 64- to 256-wide keys a full-rank estimate, and cost a second instead of eight)
+QUICK_PREPARATION = {"mom2_samples": 16}
+
+
+def quick(case: EditorCase) -> EditorCase:
+    """``case`` with :data:`QUICK_PREPARATION` for the fields its config has (for tests that build many
+    editors on many models; the conformance suite itself runs every case as declared)."""
+    names = {f.name for f in fields(case.spec.editor_class.config_class)}
+    extra = {k: v for k, v in QUICK_PREPARATION.items() if k in names and k not in case.overrides}
+    return EditorCase(case.name, case.variant, {**case.overrides, **extra}) if extra else case
 
 
 def editor_cases(names: Sequence[str] | None = None) -> list[EditorCase]:
