@@ -61,7 +61,7 @@ def test_memoir_stays_faithful_and_memoir_plus_turns_the_options_on():
 
 def test_config_refuses_bad_options():
     for bad in ({"protect": "all"}, {"router": "cosine"}, {"rerank_feature": "max"}, {"rerank_tau": 1.5},
-                {"protect_tol": 0}, {"protect_tol": 1}, {"rerank_candidates": 0}):
+                {"protect_tol": 0}, {"protect_tol": 1}, {"rerank_candidates": 0}, {"protect_keys": "prompt"}):
         with pytest.raises(ConfigError):
             MemoirConfig(**bad)
 
@@ -86,6 +86,27 @@ def test_protected_edits_leave_what_earlier_edits_read_alone(tol):
     assert drifts["nullspace"] < 0.1 * drifts["none"], drifts
     if tol == 1e-6:
         assert drifts["nullspace"] < 1e-4, drifts
+
+
+def test_protecting_target_positions_keeps_their_reads_with_fewer_protected_directions():
+    """``protect_keys = target`` protects only the positions an edit's loss and scoring read: those reads
+    stay put under later edits, and fewer directions are taken from later edits than with ``all``."""
+    from editkit.tier import target_positions
+
+    dims = {}
+    for keys_option in ("all", "target"):
+        editor = _editor(protect="nullspace", protect_keys=keys_option, decay="masked", weight_decay=0.01,
+                         protect_tol=1e-6, tau=0.7, n_iter=5)
+        first, *later = _requests(4)
+        editor.edit(first)
+        batch = editor.training_batch(first)
+        keys = _keys(editor, first)[target_positions(batch)[1]]
+        before = keys @ editor.memory.weight.detach().T
+        stats = [editor.edit(request) for request in later]
+        after = keys @ editor.memory.weight.detach().T
+        assert float((after - before).norm() / before.norm()) < 1e-4
+        dims[keys_option] = sum(row["protected_dims"] for row in stats)
+    assert 0 < dims["target"] < dims["all"], dims
 
 
 def test_the_protected_basis_spans_the_earlier_keys_of_a_column_set():

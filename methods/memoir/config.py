@@ -13,6 +13,7 @@ from editkit.errors import ConfigError
 AGGREGATIONS = ("mean_decentered", "mean", "last")
 DECAYS = ("all", "masked")
 PROTECTIONS = ("none", "nullspace")
+PROTECT_KEYS = ("all", "target")
 ROUTERS = ("overlap", "rerank")
 
 #: the official edited layer, 27 of LLaMA-3-8B's 32, scaled to the model's depth when ``layer`` is None
@@ -45,7 +46,10 @@ class MemoirConfig(EditorConfig):
     decay included, is projected off the directions earlier edits' masked activations span inside those
     columns, so what an earlier edit's tokens read from the memory does not move. ``protect_tol``: a
     direction counts as used when its eigenvalue in the column set's key covariance exceeds this share of
-    the largest one (AlphaEdit's relative cut-off); the rest is free for the new edit.
+    the largest one (AlphaEdit's relative cut-off); the rest is free for the new edit. ``protect_keys``:
+    which of an edit's tokens are protected from later edits: ``all`` (every prompt and target token) or
+    ``target`` (only the positions whose logits predict a target token, the ones its loss and its scoring
+    read), which protects far fewer directions per edit and so leaves later edits more room.
     ``router``: ``overlap`` (official: the best-overlapping mask, on when ≥ τ) or ``rerank``: the
     ``rerank_candidates`` best-overlapping masks that reach τ are re-ranked by the cosine between the query's
     pooled feature (``rerank_feature``, an aggregation) and the one stored with each edit; the best cosine
@@ -69,6 +73,7 @@ class MemoirConfig(EditorConfig):
     fast_edit: bool = True  # cached lower layers + target-only head; False = the reference full forward
     protect: str = "none"  # official: a new edit may rewrite what earlier edits read; nullspace: it may not
     protect_tol: float = 1e-2  # eigenvalue share above which a key direction of earlier edits is protected
+    protect_keys: str = "all"  # which of an edit's tokens later edits must not change: all, or target positions
     router: str = "overlap"  # official: best mask overlap >= tau; rerank: + cosine of stored pooled features
     rerank_candidates: int = 8  # masks (those reaching tau, best overlap first) the cosine check chooses among
     rerank_feature: str = "mean_decentered"  # the pooled activation stored with each edit for the cosine
@@ -102,6 +107,8 @@ class MemoirConfig(EditorConfig):
             raise ConfigError(f"MEMOIR decay must be one of {', '.join(DECAYS)}, not '{self.decay}'")
         if self.protect not in PROTECTIONS:
             raise ConfigError(f"MEMOIR protect must be one of {', '.join(PROTECTIONS)}, not '{self.protect}'")
+        if self.protect_keys not in PROTECT_KEYS:
+            raise ConfigError(f"MEMOIR protect_keys must be one of {', '.join(PROTECT_KEYS)}, not '{self.protect_keys}'")
         if self.router not in ROUTERS:
             raise ConfigError(f"MEMOIR router must be one of {', '.join(ROUTERS)}, not '{self.router}'")
         if self.rerank_feature not in AGGREGATIONS:

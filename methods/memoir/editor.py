@@ -186,7 +186,10 @@ class MemoirEditor(ModuleEditor):
         extra: dict[str, Any] = {}
         if self.keys is not None:
             # what this edit's own tokens read from the memory is protected from every later edit
-            keys = self.split.module_inputs(self.training_batch(request))[0].float()
+            plain = self.training_batch(request)
+            keys = self.split.module_inputs(plain)[0].float()
+            if cfg.protect_keys == "target":
+                keys = keys[target_positions(plain)[1]]
             extra["protected_dims"] = 0 if protected is None else int(protected.shape[1])
             extra["free_key_share"] = self.keys.free_share(keys[:, channels], protected)
             self.keys.add(keys * mask.to(keys.dtype))
