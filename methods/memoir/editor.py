@@ -324,8 +324,8 @@ class MemoirEditor(ModuleEditor):
         """SGD on ``W_m`` as the official loop does it (clip, then weight decay, then the step).
 
         ``protected`` ([k, r] orthonormal, in the mask's channel coordinates): the step on the mask's columns
-        is projected off these directions (``protect = nullspace``), the decay term with it, so earlier
-        edits' keys ``x`` see ``ΔW·x = 0`` within the column set. Returns the number of steps taken and the
+        is projected off these directions (``protect = nullspace``) before the clip, the decay term with it,
+        so earlier edits' keys ``x`` see ``ΔW·x = 0`` within the column set. Returns the number of steps taken and the
         first and last loss evaluated."""
         cfg: MemoirConfig = self.config
         weight = self.memory.weight
@@ -347,14 +347,14 @@ class MemoirEditor(ModuleEditor):
             previous = final
             loss.backward()
             with torch.no_grad():
-                grad = weight.grad
+                grad = weight.grad if protected is None else _project(weight.grad, channels, protected)
+                # the step that will be taken is clipped: with protection that is the projected one, so the
+                # protected directions do not use up the clip's budget
                 norm = torch.linalg.vector_norm(grad)
                 grad = grad * torch.clamp(cfg.clip / (norm + 1e-6), max=1.0)
                 if cfg.weight_decay:
-                    grad = grad + cfg.weight_decay * (weight if columns is None else weight * columns)
-                if protected is not None:
-                    block = grad.index_select(1, channels)
-                    grad = grad.index_copy(1, channels, block - (block @ protected) @ protected.T)
+                    decay = cfg.weight_decay * (weight if columns is None else weight * columns)
+                    grad = grad + (decay if protected is None else _project(decay, channels, protected))
                 weight.add_(grad, alpha=-cfg.lr)
             iterations += 1
         weight.grad = None
@@ -531,6 +531,12 @@ class MemoirEditor(ModuleEditor):
             raise EditkitError("MEMOIR state has masks but no background mean, which mean_decentered needs")
         if metadata.get("prefixes"):
             self._prefixes = list(metadata["prefixes"])
+
+
+def _project(update: torch.Tensor, channels: torch.Tensor, protected: torch.Tensor) -> torch.Tensor:
+    """``update`` [out, D] with its ``channels`` columns projected off the ``protected`` directions [k, r]."""
+    block = update.index_select(1, channels)
+    return update.index_copy(1, channels, block - (block @ protected) @ protected.T)
 
 
 class _LossFn:
