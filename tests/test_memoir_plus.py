@@ -54,6 +54,7 @@ def test_memoir_stays_faithful_and_memoir_plus_turns_the_options_on():
     assert (faithful.protect, faithful.router, faithful.decay) == ("none", "overlap", "all")
     plus = get_editor_spec("memoir+").make_config()
     assert (plus.protect, plus.router, plus.decay) == ("nullspace", "rerank", "masked")
+    assert (plus.protect_tol, plus.lr) == (0.1, 4.0)  # the dev-slice choice (docs/tuning/memoir-plus.md)
     assert {"plus", "plus-reference-loop"} <= set(MemoirEditor.conformance_variants)
     editor = _editor("memoir+")
     assert editor.name == "memoir+" and editor.keys is not None and editor.features is not None

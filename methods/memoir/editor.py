@@ -62,7 +62,9 @@ from .tophash import MaskDatabase, aggregate, pack, top_k_masks, unpack
 _FAST_MODES = ("packed", "padded")
 _BACKGROUND_BATCH = 16
 #: the options beyond the paper, on (the ``memoir+`` variant and the conformance variants)
-PLUS: Mapping[str, Any] = {"protect": "nullspace", "decay": "masked", "router": "rerank"}
+#: memoir+ (docs/tuning/memoir-plus.md): the three options, the protection's cut-off and the larger step that
+#: a projected update needs to converge in the same 30 steps, both chosen on the ZsRE and CounterFact dev slices
+PLUS: Mapping[str, Any] = {"protect": "nullspace", "protect_tol": 0.1, "lr": 4.0, "decay": "masked", "router": "rerank"}
 
 
 class MemoirEditor(ModuleEditor):
