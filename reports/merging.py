@@ -99,6 +99,11 @@ def _require_comparable(first: MethodRun, run: MethodRun, names: dict[Path, str]
 
 
 def _shown(name: str, context: Context) -> str:
+    """A field as runs are matched on it. A dataset is matched by its file name: the same file named by a
+    relative and an absolute path is one dataset, and different contents under one name differ in the
+    stream hash, which is matched too."""
+    if name == "dataset":
+        return _dataset(context)
     value = getattr(context, name)
     return ",".join(value) if isinstance(value, tuple) else str(value)
 

@@ -163,6 +163,19 @@ def test_mismatched_runs_are_refused_or_captioned(tmp_path, field, change):
         assert f"{shown_field} differs (" in mixed.tables[0].caption
 
 
+def test_one_file_named_two_ways_is_one_dataset(tmp_path):
+    """A run given ``../data/x.json`` and one given ``/abs/data/x.json`` measured the same stream: one table,
+    no --allow-mixed. The same file name over other contents still differs, in the stream hash."""
+    first = make_compare(tmp_path / "first", {"none": -0.4, "alpha": 0.3}, dataset="../shared/data/x.json")
+    second = make_compare(tmp_path / "second", {"beta": 0.1}, dataset="/work/shared/data/x.json")
+    merged = build_report([first, second])
+    assert [r.label for r in merged.tables[0].rows] == ["none", "alpha", "beta"]
+    assert "dataset x.json" in merged.tables[0].caption
+    other = make_compare(tmp_path / "other", {"gamma": 0.1}, dataset="/elsewhere/x.json", stream="ff" * 32)
+    with pytest.raises(EditkitError, match="stream differs"):
+        build_report([first, other])
+
+
 def test_same_method_in_two_directories(tmp_path):
     first = make_compare(tmp_path / "a", {"none": -0.4, "alpha": 0.3})
     same_none = make_compare(tmp_path / "b", {"none": -0.4, "beta": 0.1})
