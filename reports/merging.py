@@ -19,9 +19,25 @@ from editkit.registry import baseline_names
 
 from .loading import Context, MethodRun
 
-#: the fields two runs must agree on to share a table (the number of edits follows from the stream)
-MATCH_FIELDS = ("model", "dataset", "stream", "schedule", "scorers")
 STREAM_DIGITS = 8
+
+
+def _dataset(context: Context) -> str:
+    """The dataset as the user named it, without the folders of a file path: the same file named by a relative
+    and an absolute path is one dataset (different contents under one name differ in the stream hash), and
+    folders only make captions long."""
+    return Path(context.dataset).name if "/" in context.dataset else context.dataset
+
+
+#: the fields two runs must agree on to share a table, each as it is compared (the number of edits follows
+#: from the stream)
+MATCH_FIELDS: tuple[tuple[str, Callable[[Context], str]], ...] = (
+    ("model", lambda c: c.model),
+    ("dataset", _dataset),
+    ("stream", lambda c: c.stream),
+    ("schedule", lambda c: c.schedule),
+    ("scorers", lambda c: ",".join(c.scorers)),
+)
 
 
 @dataclass(frozen=True)
@@ -88,8 +104,8 @@ def is_mixed(series: Sequence[Series]) -> bool:
 
 
 def _require_comparable(first: MethodRun, run: MethodRun, names: dict[Path, str]) -> None:
-    for name in MATCH_FIELDS:
-        mine, theirs = _shown(name, run.context), _shown(name, first.context)
+    for name, value_of in MATCH_FIELDS:
+        mine, theirs = value_of(run.context), value_of(first.context)
         if mine != theirs:
             raise EditkitError(
                 f"cannot put {names[run.source]} ({run.method}) and {names[first.source]} ({first.method}) in one "
@@ -98,18 +114,8 @@ def _require_comparable(first: MethodRun, run: MethodRun, names: dict[Path, str]
             )
 
 
-def _shown(name: str, context: Context) -> str:
-    """A field as runs are matched on it. A dataset is matched by its file name: the same file named by a
-    relative and an absolute path is one dataset, and different contents under one name differ in the
-    stream hash, which is matched too."""
-    if name == "dataset":
-        return _dataset(context)
-    value = getattr(context, name)
-    return ",".join(value) if isinstance(value, tuple) else str(value)
-
-
 def _match_key(context: Context) -> tuple[str, ...]:
-    return tuple(_shown(name, context) for name in MATCH_FIELDS)
+    return tuple(value_of(context) for _, value_of in MATCH_FIELDS)
 
 
 def _summary_key(run: MethodRun) -> frozenset[str]:
@@ -124,11 +130,6 @@ def _short_names(paths: Sequence[Path]) -> dict[Path, str]:
 
 
 # ------------------------------------------------------------------------------------------------ captions
-def _dataset(context: Context) -> str:
-    """The dataset as the user named it, without the folders of a file path (which only make captions long)."""
-    return Path(context.dataset).name if "/" in context.dataset else context.dataset
-
-
 #: (field, how it reads in a caption, its value in a context)
 CAPTION_FIELDS: tuple[tuple[str, str, Callable[[Context], str]], ...] = (
     ("model", "model {}", lambda c: c.model),
