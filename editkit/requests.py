@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+from .errors import EditkitError
 
 
 @dataclass(frozen=True)
@@ -47,3 +49,13 @@ class EditRequest:
             **({"portability": [{"prompt": q, "answer": a} for q, a in self.portability]} if self.portability else {}),
             "meta": dict(self.meta),
         }
+
+
+def check_subjects(requests: Sequence[EditRequest], method: str) -> None:
+    """Every request must carry a subject that occurs in its prompt; refuse the stream otherwise (the
+    locate-then-edit methods key an edit by the subject's last token; MEMOIR's subject check swaps it)."""
+    for request in requests:
+        if not request.subject or not request.subject.strip():
+            raise EditkitError(f"edit request {request.id}: {method} needs the request's subject (field 'subject'), and this record has none")
+        if request.subject not in request.prompt:
+            raise EditkitError(f"edit request {request.id}: subject '{request.subject}' does not occur in its prompt '{request.prompt}' ({method} needs it there)")

@@ -76,4 +76,7 @@ def test_declared_attributes(monkeypatch):
     assert variants["wise"]["retrieve"]["retrieve"] is True
     assert variants["grace"] == {"prompt": {"replacement": "prompt"}}
     assert variants["memoir"]["reference-loop"] == {"fast_edit": False}
-    assert variants["memoir"]["plus"] == {"protect": "nullspace", "protect_tol": 0.1, "lr": 4.0, "decay": "masked", "router": "rerank"}  # issue 20
+    assert variants["memoir"]["plus"] == {
+        "protect": "nullspace", "protect_tol": 0.1, "lr": 4.0, "decay": "masked", "router": "rerank",
+        "subject_swaps": 16, "subject_tau": 0.5,
+    }  # issue 20

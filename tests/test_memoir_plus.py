@@ -15,7 +15,8 @@ from editkit import EditRequest, encode
 from editkit.errors import ConfigError, EditkitError
 from editkit.methods.memoir import MemoirConfig, MemoirEditor
 from editkit.methods.memoir.protect import KeyCovariance
-from editkit.methods.memoir.rerank import FeatureTable
+from editkit.methods.memoir.rerank import NO_CANDIDATE, FeatureTable
+from editkit.methods.memoir.subjects import SWAP_SUBJECTS, SubjectTable, swapped_prompts
 from editkit.registry import get_editor_spec
 from editkit.testing import tiny_model_and_tokenizer
 
@@ -31,6 +32,7 @@ def _requests(n: int) -> list[EditRequest]:
             target=("Lum", "oboe", "Rio")[i % 3],
             rephrases=(),
             locality=(),
+            subject=SUBJECTS[i // len(RELATIONS) % len(SUBJECTS)],
         )
         for i in range(n)
     ]
@@ -139,22 +141,28 @@ def test_rerank_picks_the_candidate_with_the_closest_feature():
         table.add(torch.tensor(row))
     overlaps = np.array([[9, 8, 7], [9, 8, 7], [3, 2, 1]], dtype=np.uint16)
     queries = torch.tensor([[0.0, 1, 0, 0], [1.0, 0.1, 0, 0], [0.0, 1, 0, 0]])
-    rows, scores = table.rerank(overlaps, queries, min_overlap=5, candidates=2, k=10)
+    rows, scores, found = table.rerank(overlaps, queries, min_overlap=5, candidates=2, k=10)
     # query 0: candidates rows 0, 1 (row 2 is past the shortlist), row 1 matches; query 2: nothing reaches 5
     assert rows.tolist() == [1, 0, 0]
-    assert scores[0] == pytest.approx(1.0) and scores[1] > 0.99 and scores[2] == pytest.approx(0.3 - 2)
+    assert scores[0] == pytest.approx(1.0) and scores[1] > 0.99 and scores[2] == pytest.approx(0.3 - NO_CANDIDATE)
+    assert found.tolist() == [True, True, False]
 
 
-def test_rerank_scores_are_what_routing_decides():
-    editor, base = _editor(router="rerank", tau=0.7, n_iter=3), _editor()
+@pytest.mark.parametrize("subject_swaps", [0, 4])
+def test_rerank_scores_are_what_routing_decides(subject_swaps):
+    editor, base = _editor(router="rerank", tau=0.7, n_iter=3, subject_swaps=subject_swaps), _editor()
     requests = _requests(9)
     for request in requests:
         editor.edit(request)
     prompts = [r.prompt for r in requests] + ["Grass is", "The capital of Ulm is", "Q", "Tell me: Zed plays the"]
     batch = encode(editor.tokenizer, prompts, ["xyz"] * len(prompts))
     scores = editor.routing_scores(batch)
-    assert (scores.threshold, scores.name) == (editor.config.rerank_tau, "feature cosine of the best masks")
-    assert all(s == pytest.approx(1.0, abs=1e-5) for s in scores.scores[: len(requests)])  # each edit finds itself
+    if subject_swaps:  # the least of the two margins, against 0; an edit prompt's cosine margin is 1 - rerank_tau
+        assert (scores.threshold, scores.name) == (0.0, "feature cosine of the best masks and subject contrast, least margin")
+        assert all(0 < s <= 1 - editor.config.rerank_tau + 1e-5 for s in scores.scores[: len(requests)])
+    else:
+        assert (scores.threshold, scores.name) == (editor.config.rerank_tau, "feature cosine of the best masks")
+        assert all(s == pytest.approx(1.0, abs=1e-5) for s in scores.scores[: len(requests)])  # each edit finds itself
     routed = [not torch.equal(a, b) for a, b in zip(editor.logits(batch), base.logits(batch))]
     assert routed == [s >= scores.threshold for s in scores.scores]
     assert not all(routed)
@@ -177,3 +185,49 @@ def test_plus_state_round_trip_and_a_faithful_state_is_refused(tmp_path):
         _editor("memoir+").load_state(tmp_path / "faithful")
     with pytest.raises(EditkitError, match="key_covariance"):  # same name, another option set
         _editor(protect="nullspace").load_state(tmp_path / "faithful")
+
+
+def test_subject_contrast_is_the_cosine_of_what_the_query_adds_to_the_bare_relation():
+    table = SubjectTable(3)
+    relation = torch.tensor([[1.0, 0, 0], [1.0, 0, 0]])  # two swapped prompts: the relation alone
+    table.add(torch.tensor([1.0, 2.0, 0]), relation)  # the edit: relation + its subject along axis 1
+    queries = torch.tensor([[1.0, 0.5, 0], [1.0, 0, 3.0], [1.0, -1.0, 0], [0.0, 0, 0]])
+    contrast = table.contrast(np.array([0, 0, 0, -1]), queries)
+    # same subject (any strength), another subject (orthogonal), the opposite, nothing chosen
+    assert contrast == pytest.approx([1.0, 0.0, -1.0, -1.0])
+
+
+def test_swapped_prompts_replace_the_subject_and_never_use_it_as_a_stand_in():
+    request = EditRequest(id="0", prompt="Tokyo is in Tokyo's", target="x", subject="Tokyo")
+    prompts = swapped_prompts(request, len(SWAP_SUBJECTS) - 1)
+    assert len(prompts) == len(SWAP_SUBJECTS) - 1 and not any("Tokyo" in p for p in prompts)
+    assert prompts[0] == "John Smith is in John Smith's"
+
+
+def test_the_subject_check_needs_the_reranker_and_subjects_in_prompts():
+    with pytest.raises(ConfigError, match="router=rerank"):
+        MemoirConfig(subject_swaps=4)
+    with pytest.raises(ConfigError, match="at most"):
+        MemoirConfig(router="rerank", subject_swaps=len(SWAP_SUBJECTS))
+    editor = _editor(router="rerank", subject_swaps=4)
+    bad = [*_requests(2), EditRequest(id="r7", prompt="Grass is", target="red", subject="Moss")]
+    with pytest.raises(EditkitError, match="edit request r7: subject 'Moss' does not occur"):
+        editor.check_requests(bad)
+    editor.check_requests(_requests(3))  # subjects present: accepted
+
+
+def test_the_subject_check_state_round_trips(tmp_path):
+    editor = _editor(router="rerank", subject_swaps=4, n_iter=3)
+    for request in _requests(3):
+        editor.edit(request)
+    assert len(editor.subjects) == len(editor.database) == 3
+    editor.save_state(tmp_path / "s")
+    again = _editor(router="rerank", subject_swaps=4)
+    again.load_state(tmp_path / "s")
+    assert torch.equal(again.subjects.directions, editor.subjects.directions)
+    batch = encode(editor.tokenizer, [r.prompt for r in _requests(4)], ["ab"] * 4)
+    assert torch.equal(again.logits(batch), editor.logits(batch))
+    with pytest.raises(EditkitError, match="subject_relations"):
+        _editor(router="rerank").load_state(tmp_path / "s")
+    editor.reset()
+    assert len(editor.subjects) == 0

@@ -18,12 +18,12 @@ import torch
 
 from editkit.errors import EditkitError
 from editkit.layers import block_list_path, down_proj_path, num_layers
-from editkit.requests import EditRequest
+from editkit.requests import EditRequest, check_subjects
 from editkit.tier import WeightEditor
 
 from .config import LocateConfig
 from .stats import model_fingerprint, second_moments
-from .subjects import check_subjects, context_templates
+from .subjects import context_templates
 from .values import ValueOptions, optimise_value, template_keys
 
 #: depth of the LLaMA models the official layer numbers refer to

@@ -11,22 +11,10 @@ from typing import Any, Sequence
 
 import torch
 
-from editkit.errors import EditkitError
-from editkit.requests import EditRequest
-
 from .corpus import sample_texts
 
 #: openings the context prefixes are generated from (ROME's own)
 TEMPLATE_OPENINGS = ("The", "Therefore", "Because", "I", "You")
-
-
-def check_subjects(requests: Sequence[EditRequest], method: str) -> None:
-    """Every request must carry a subject that occurs in its prompt; refuse the stream otherwise."""
-    for request in requests:
-        if not request.subject or not request.subject.strip():
-            raise EditkitError(f"edit request {request.id}: {method} needs the request's subject (field 'subject'), and this record has none")
-        if request.subject not in request.prompt:
-            raise EditkitError(f"edit request {request.id}: subject '{request.subject}' does not occur in its prompt '{request.prompt}' ({method} edits at the subject's last token)")
 
 
 def subject_last_index(tokenizer: Any, text: str, subject: str) -> int:

@@ -10,6 +10,8 @@ from editkit.easyedit import KeyTable, module_from_inner_params, only
 from editkit.editor import EditorConfig
 from editkit.errors import ConfigError
 
+from .subjects import SWAP_SUBJECTS
+
 AGGREGATIONS = ("mean_decentered", "mean", "last")
 DECAYS = ("all", "masked")
 PROTECTIONS = ("none", "nullspace")
@@ -53,7 +55,11 @@ class MemoirConfig(EditorConfig):
     ``router``: ``overlap`` (official: the best-overlapping mask, on when ≥ τ) or ``rerank``: the
     ``rerank_candidates`` best-overlapping masks that reach τ are re-ranked by the cosine between the query's
     pooled feature (``rerank_feature``, an aggregation) and the one stored with each edit; the best cosine
-    picks the edit and the memory is on when it is ≥ ``rerank_tau``.
+    picks the edit and the memory is on when it is ≥ ``rerank_tau``. ``subject_swaps`` (rerank only; 0 =
+    off): each edit also stores what its prompt looks like with the subject swapped for that many stand-in
+    names, and the memory is on only when the query's *subject contrast* with the chosen edit (the cosine
+    between what the query adds to the edit's bare relation and what the edit's own subject adds,
+    ``methods/memoir/subjects.py``) is ≥ ``subject_tau``; it needs each request's subject inside its prompt.
     """
 
     layer: int | str | None = None  # official layer 27/32, scaled (a late layer stores facts, keeps routing sharp)
@@ -78,6 +84,8 @@ class MemoirConfig(EditorConfig):
     rerank_candidates: int = 8  # masks (those reaching tau, best overlap first) the cosine check chooses among
     rerank_feature: str = "mean_decentered"  # the pooled activation stored with each edit for the cosine
     rerank_tau: float = 0.5  # the memory is on when the chosen edit's cosine is at least this
+    subject_swaps: int = 0  # rerank: stand-in subjects each edit's subject check is measured with (0: no check)
+    subject_tau: float = 0.3  # ...and the query's subject contrast with the chosen edit must be at least this
 
     easyedit_alg_names: ClassVar[tuple[str, ...]] = ("MEMOIR",)
     #: the keys of the MEMOIR authors' EasyEdit hparams (hparams/MEMOIR/llama3-8b.yaml)
@@ -115,6 +123,8 @@ class MemoirConfig(EditorConfig):
             raise ConfigError(f"MEMOIR rerank_feature must be one of {', '.join(AGGREGATIONS)}, not '{self.rerank_feature}'")
         if not is_number(self.rerank_tau) or not -1 <= self.rerank_tau <= 1:
             raise ConfigError(f"MEMOIR rerank_tau must be a cosine in [-1, 1], not {self.rerank_tau!r}")
+        if not is_number(self.subject_tau) or not -1 <= self.subject_tau <= 1:
+            raise ConfigError(f"MEMOIR subject_tau must be a cosine in [-1, 1], not {self.subject_tau!r}")
         if not is_number(self.protect_tol) or not 0 < self.protect_tol < 1:
             raise ConfigError(f"MEMOIR protect_tol must be a number in (0, 1), not {self.protect_tol!r}")
         if not is_number(self.tau) or not 0 <= self.tau <= 1:
@@ -127,7 +137,7 @@ class MemoirConfig(EditorConfig):
             value = getattr(self, name)
             if not is_number(value) or value < 0:
                 raise ConfigError(f"MEMOIR {name} must be a number >= 0, not {value!r}")
-        for name, low in (("n_iter", 1), ("num_prefixes", 0), ("background_size", 1), ("rerank_candidates", 1)):
+        for name, low in (("n_iter", 1), ("num_prefixes", 0), ("background_size", 1), ("rerank_candidates", 1), ("subject_swaps", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"MEMOIR {name} must be an integer >= {low}, not {value!r}")
@@ -135,6 +145,10 @@ class MemoirConfig(EditorConfig):
             raise ConfigError(f"MEMOIR seed must be an integer, not {self.seed!r}")
         if not isinstance(self.fast_edit, bool):
             raise ConfigError(f"MEMOIR fast_edit must be true or false, not {self.fast_edit!r}")
+        if self.subject_swaps and self.router != "rerank":
+            raise ConfigError(f"MEMOIR subject_swaps > 0 is a check of the rerank router; set router=rerank (it is '{self.router}')")
+        if self.subject_swaps > len(SWAP_SUBJECTS) - 1:
+            raise ConfigError(f"MEMOIR subject_swaps is at most {len(SWAP_SUBJECTS) - 1} (the stand-in names other than the subject)")
 
     def mask_size(self, width: int) -> int:
         """``k`` as a count of channels for a down-projection input of ``width`` channels."""

@@ -56,15 +56,22 @@ from .config import OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS, MemoirConfig
 from .memory import ResidualMemory, Route
 from .protect import KeyCovariance
 from .rerank import FeatureTable
+from .subjects import SubjectTable, check_swappable, swapped_prompts
 from .tophash import MaskDatabase, aggregate, pack, top_k_masks, unpack
 
 #: fast edit loops, fastest first; the first edit keeps the first one that matches the full forward
 _FAST_MODES = ("packed", "padded")
 _BACKGROUND_BATCH = 16
+#: the score of a row without prompt tokens: below every other score, never routed
+_NO_PROMPT = -4.0
 #: the options beyond the paper, on (the ``memoir+`` variant and the conformance variants)
-#: memoir+ (docs/tuning/memoir-plus.md): the three options, the protection's cut-off and the larger step that
-#: a projected update needs to converge in the same 30 steps, both chosen on the ZsRE and CounterFact dev slices
-PLUS: Mapping[str, Any] = {"protect": "nullspace", "protect_tol": 0.1, "lr": 4.0, "decay": "masked", "router": "rerank"}
+#: memoir+ (docs/tuning/memoir-plus.md): the options, the protection's cut-off and the larger step that a
+#: projected update needs to converge in the same 30 steps, and the subject check's 16 stand-ins and its
+#: threshold, all chosen on the ZsRE and CounterFact dev slices
+PLUS: Mapping[str, Any] = {
+    "protect": "nullspace", "protect_tol": 0.1, "lr": 4.0, "decay": "masked", "router": "rerank",
+    "subject_swaps": 16, "subject_tau": 0.5,
+}
 
 
 class MemoirEditor(ModuleEditor):
@@ -95,6 +102,8 @@ class MemoirEditor(ModuleEditor):
         self.keys = KeyCovariance(self.width, cfg.protect_tol, self.device) if cfg.protect == "nullspace" else None
         #: the pooled feature stored with every database row (router = rerank), None otherwise
         self.features = FeatureTable(self.width) if cfg.router == "rerank" else None
+        #: the subject check's relation means and directions per database row (subject_swaps > 0), None otherwise
+        self.subjects = SubjectTable(self.width) if cfg.subject_swaps else None
         self.background: torch.Tensor | None = None
         self._background_texts: tuple[str, ...] | None = None
         self._prefixes: list[str] | None = None
@@ -118,6 +127,10 @@ class MemoirEditor(ModuleEditor):
         if len(chosen) >= min(10, self.config.background_size):
             self._background_texts = chosen
             self.background = None
+
+    def check_requests(self, requests: Sequence[EditRequest]) -> None:
+        if self.subjects is not None:
+            check_swappable(requests, self.name)
 
     def _ensure_background(self) -> torch.Tensor | None:
         if "mean_decentered" not in self._feature_modes:
@@ -201,7 +214,7 @@ class MemoirEditor(ModuleEditor):
         lookup_start = time.perf_counter()
         _, nearest = self.database.best(pack(mask[None]))
         lookup_seconds = time.perf_counter() - lookup_start
-        row, new = self._store(mask, features.get(cfg.rerank_feature, features[cfg.aggregation])[0])
+        row, new = self._store(mask, features.get(cfg.rerank_feature, features[cfg.aggregation])[0], request)
         return {
             "iterations": iterations,
             "loss": final_loss,
@@ -216,21 +229,26 @@ class MemoirEditor(ModuleEditor):
             **extra,
         }
 
-    def _store(self, mask: torch.Tensor, feature: torch.Tensor) -> tuple[int, bool]:
-        """Add one edit's mask (and, for the reranker, its pooled feature) to what routing looks up."""
+    def _store(self, mask: torch.Tensor, feature: torch.Tensor, request: EditRequest) -> tuple[int, bool]:
+        """Add one edit's mask (and, for the reranker, its pooled feature; for the subject check, its
+        swapped prompts' features) to what routing looks up."""
         row, new = self.database.add(pack(mask[None])[0])
         self.edit_rows.append(row)
         if self.features is not None and new:
             self.features.add(feature)
+        if self.subjects is not None and new:
+            cfg: MemoirConfig = self.config
+            self.subjects.add(feature, self.prompt_features(swapped_prompts(request, cfg.subject_swaps))[cfg.rerank_feature])
         return row, new
 
-    def remember(self, prompts: Sequence[str]) -> None:
-        """Store the masks and features of ``prompts`` as if they had been edited, without training: routing
-        depends only on them, so routing is studied this way on a dev slice (``routing_check``)."""
-        features = self.prompt_features(prompts)
+    def remember(self, requests: Sequence[EditRequest]) -> None:
+        """Store the masks and features of the requests' prompts as if they had been edited, without
+        training: routing depends only on them, so routing is studied this way on a dev slice
+        (``routing_check``)."""
+        features = self.prompt_features([r.prompt for r in requests])
         pooled = features.get(self.config.rerank_feature, features[self.config.aggregation])
-        for mask, feature in zip(self._masks(features[self.config.aggregation]), pooled):
-            self._store(mask, feature)
+        for mask, feature, request in zip(self._masks(features[self.config.aggregation]), pooled, requests):
+            self._store(mask, feature, request)
 
     def _choose_loss(self, batch: PromptBatch, mask: torch.Tensor) -> "_LossFn | None":
         """The fastest loop known (or, on the first edit, checked) to reproduce the full forward."""
@@ -370,6 +388,8 @@ class MemoirEditor(ModuleEditor):
             self.keys.clear()
         if self.features is not None:
             self.features.clear()
+        if self.subjects is not None:
+            self.subjects.clear()
         self.permutation = self._draw_permutation()
         self.background = None  # recomputed (from the process cache) from the same texts as a fresh editor
 
@@ -404,8 +424,10 @@ class MemoirEditor(ModuleEditor):
         """Per row: the stored row it would read and its in-scope score, plus the threshold (score ≥
         threshold ⇔ the memory is on). ``overlap``: the best-overlapping mask, overlap / k, τ. ``rerank``:
         of the ``rerank_candidates`` best masks reaching τ, the one whose stored feature has the highest
-        cosine with the query's, that cosine, ``rerank_tau``; a row with no candidate scores its overlap − 2
-        (below any cosine). A row without prompt tokens scores −1 (overlap) or −3 (rerank): never routed.
+        cosine with the query's, that cosine, ``rerank_tau``; with the subject check, the smaller of the two
+        margins ``cos − rerank_tau`` and ``contrast − subject_tau``, against 0 (on only when both pass). A
+        row with no candidate scores its overlap − ``NO_CANDIDATE`` (below any of those), a row without prompt
+        tokens −1 (overlap) or ``_NO_PROMPT`` (rerank): never routed.
 
         The one place a query meets the database, so the routing decision and the scores reported by
         :meth:`routing_scores` can never disagree."""
@@ -418,14 +440,20 @@ class MemoirEditor(ModuleEditor):
             best_rows, overlaps = self.database.best(queries)
             return best_rows, np.where(valid, overlaps / self.k, -1.0), cfg.tau
         pooled = features if cfg.rerank_feature == cfg.aggregation else aggregate(acts, prompt_mask, cfg.rerank_feature, background)
-        rows, scores = self.features.rerank(
+        pooled = torch.nan_to_num(pooled)
+        rows, scores, found = self.features.rerank(
             self.database.overlaps(queries) if len(self.database) else np.zeros((len(queries), 0), np.uint16),
-            torch.nan_to_num(pooled),
+            pooled,
             min_overlap=cfg.tau * self.k,
             candidates=cfg.rerank_candidates,
             k=self.k,
         )
-        return rows, np.where(valid, scores, -3.0), cfg.rerank_tau
+        threshold = cfg.rerank_tau
+        if self.subjects is not None:
+            contrast = self.subjects.contrast(np.where(found, rows, -1), pooled)
+            scores = np.where(found, np.minimum(scores - cfg.rerank_tau, contrast - cfg.subject_tau), scores)
+            threshold = 0.0
+        return rows, np.where(valid, scores, _NO_PROMPT), threshold
 
     def _decide(self, acts: torch.Tensor, prompt_mask: torch.Tensor) -> Route:
         best_rows, scores, threshold = self._best_overlaps(acts, prompt_mask)
@@ -447,7 +475,10 @@ class MemoirEditor(ModuleEditor):
         batch = batch.to(self.device)
         self._ensure_background()  # before the partial forward: it runs forwards of its own
         _, scores, threshold = self._best_overlaps(self.split.module_inputs(batch), batch.prompt_mask)
-        name = "best mask overlap" if self.features is None else "feature cosine of the best masks"
+        if self.features is None:
+            name = "best mask overlap"
+        else:
+            name = "feature cosine of the best masks" + ("" if self.subjects is None else " and subject contrast, least margin")
         return RoutingScores(scores, threshold, name)
 
     @contextmanager
@@ -477,6 +508,8 @@ class MemoirEditor(ModuleEditor):
             tensors["key_covariance"] = self.keys.matrix
         if self.features is not None:
             tensors["features"] = self.features.matrix
+        if self.subjects is not None:
+            tensors.update(self.subjects.state())
         return tensors
 
     def state_metadata(self) -> dict[str, Any]:
@@ -495,10 +528,11 @@ class MemoirEditor(ModuleEditor):
         required = {"memory", "permutation", "masks", "edit_rows"}
         required |= {"key_covariance"} if self.keys is not None else set()
         required |= {"features"} if self.features is not None else set()
+        required |= {"subject_relations", "subject_directions"} if self.subjects is not None else set()
         if not required <= set(tensors) or not set(tensors) <= required | {"background"}:
             raise EditkitError(
                 f"MEMOIR state must hold {sorted(required)} (+ background) for protect = {self.config.protect}, "
-                f"router = {self.config.router}, not {sorted(tensors)}"
+                f"router = {self.config.router}, subject_swaps = {self.config.subject_swaps}, not {sorted(tensors)}"
             )
         self.check_state_module(metadata)
         if int(metadata.get("k", self.k)) != self.k:
@@ -521,6 +555,8 @@ class MemoirEditor(ModuleEditor):
                 self.keys.load(tensors["key_covariance"])
             if self.features is not None:
                 self.features.load(tensors["features"], len(self.database))
+            if self.subjects is not None:
+                self.subjects.load(tensors, len(self.database))
         except ValueError as exc:
             raise EditkitError(f"MEMOIR state: {exc}") from None
         with torch.no_grad():

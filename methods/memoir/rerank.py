@@ -13,8 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-#: a row with no candidate scores its overlap / k minus this, below every cosine
-NO_CANDIDATE = 2.0
+#: a row with no candidate scores its overlap / k minus this: below every cosine, and below every margin
+#: of the subject check (``min(cos − rerank_tau, contrast − subject_tau)`` ≥ −2)
+NO_CANDIDATE = 3.0
 
 
 class FeatureTable:
@@ -36,19 +37,21 @@ class FeatureTable:
 
     def rerank(
         self, overlaps: np.ndarray, queries: torch.Tensor, min_overlap: float, candidates: int, k: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """For each query ([Q, N] overlap counts, [Q, D] pooled features): the chosen row and its score.
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For each query ([Q, N] overlap counts, [Q, D] pooled features): the chosen row, its score, and
+        whether it had a candidate.
 
         Candidates are the ``candidates`` rows of largest overlap (earliest first on ties) with an overlap
         ≥ ``min_overlap``; the chosen one has the largest cosine, which is the score. Without a candidate,
-        the row is the best-overlapping one and the score ``overlap / k − 2``."""
+        the row is the best-overlapping one and the score ``overlap / k − NO_CANDIDATE``."""
         count, stored = overlaps.shape
         if stored != len(self):
             raise ValueError(f"{stored} stored masks but {len(self)} stored features")
         rows = np.full(count, -1, dtype=np.int64)
         scores = np.full(count, -NO_CANDIDATE, dtype=np.float64)
+        found = np.zeros(count, dtype=bool)
         if stored == 0:
-            return rows, scores
+            return rows, scores, found
         order = np.argsort(-overlaps.astype(np.int64), axis=1, kind="stable")[:, :candidates]
         units = F.normalize(queries.detach().float().cpu(), dim=1)
         for q in range(count):
@@ -59,8 +62,8 @@ class FeatureTable:
                 continue
             cosines = (self.matrix[torch.from_numpy(shortlist)] @ units[q]).double().numpy()
             best = int(np.argmax(cosines))  # the first (best-overlapping) on ties
-            rows[q], scores[q] = shortlist[best], float(cosines[best])
-        return rows, scores
+            rows[q], scores[q], found[q] = shortlist[best], float(cosines[best]), True
+        return rows, scores, found
 
     def load(self, matrix: torch.Tensor, stored: int) -> None:
         if matrix.dim() != 2 or tuple(matrix.shape) != (stored, self.width) or not torch.isfinite(matrix).all():

@@ -27,15 +27,15 @@ from .editor import MemoirEditor
 _BATCH = 16
 
 
-def _scores(editor: MemoirEditor, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Per prompt: its routing score and the database row routing would read."""
-    scores, rows = [], []
+def _scores(editor: MemoirEditor, prompts: list[str]) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per prompt: its routing score and the database row routing would read; and the threshold."""
+    scores, rows, threshold = [], [], float("nan")
     for start in range(0, len(prompts), _BATCH):
         batch = encode(editor.tokenizer, prompts[start : start + _BATCH], device=editor.device)
-        chosen, score, _ = editor._best_overlaps(editor.split.module_inputs(batch), batch.prompt_mask)
+        chosen, score, threshold = editor._best_overlaps(editor.split.module_inputs(batch), batch.prompt_mask)
         scores.append(score)
         rows.append(chosen)
-    return np.concatenate(scores), np.concatenate(rows)
+    return np.concatenate(scores), np.concatenate(rows), threshold
 
 
 def main() -> None:
@@ -52,13 +52,13 @@ def main() -> None:
     config = MemoirConfig().override(**dict(o.split("=", 1) for o in args.overrides))
     editor = MemoirEditor(loaded.model, loaded.tokenizer, config)
     editor.prepare([r.irrelevant for r in stream if r.irrelevant])
-    editor.remember([r.prompt for r in stream])
+    editor.check_requests(stream)
+    editor.remember(stream)
 
     rephrases = [(editor.edit_rows[i], q) for i, r in enumerate(stream) for q in r.rephrases]
     locality = [p for r in stream for p, _ in r.locality]
-    inside, rows = _scores(editor, [q for _, q in rephrases])
-    outside, _ = _scores(editor, locality)
-    threshold = config.rerank_tau if config.router == "rerank" else config.tau
+    inside, rows, threshold = _scores(editor, [q for _, q in rephrases])
+    outside, _, _ = _scores(editor, locality)
     labels = np.r_[np.ones(len(inside)), np.zeros(len(outside))]
     auc = roc_auc_score(labels, np.r_[inside, outside])
     own = np.array([row == owner for row, (owner, _) in zip(rows, rephrases)])
