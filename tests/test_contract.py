@@ -78,5 +78,5 @@ def test_declared_attributes(monkeypatch):
     assert variants["memoir"]["reference-loop"] == {"fast_edit": False}
     assert variants["memoir"]["plus"] == {
         "protect": "nullspace", "protect_tol": 0.1, "lr": 4.0, "decay": "masked", "router": "rerank",
-        "subject_swaps": 16, "subject_tau": 0.5,
+        "subject_swaps": 16, "subject_margin": 0.02,
     }  # issue 20

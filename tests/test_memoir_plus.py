@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from editkit import EditRequest, encode
 from editkit.errors import ConfigError, EditkitError
@@ -158,7 +159,7 @@ def test_rerank_scores_are_what_routing_decides(subject_swaps):
     batch = encode(editor.tokenizer, prompts, ["xyz"] * len(prompts))
     scores = editor.routing_scores(batch)
     if subject_swaps:  # the least of the two margins, against 0; an edit prompt's cosine margin is 1 - rerank_tau
-        assert (scores.threshold, scores.name) == (0.0, "feature cosine of the best masks and subject contrast, least margin")
+        assert (scores.threshold, scores.name) == (0.0, "feature cosine of the best masks and subject check, least margin")
         assert all(0 < s <= 1 - editor.config.rerank_tau + 1e-5 for s in scores.scores[: len(requests)])
     else:
         assert (scores.threshold, scores.name) == (editor.config.rerank_tau, "feature cosine of the best masks")
@@ -187,14 +188,18 @@ def test_plus_state_round_trip_and_a_faithful_state_is_refused(tmp_path):
         _editor(protect="nullspace").load_state(tmp_path / "faithful")
 
 
-def test_subject_contrast_is_the_cosine_of_what_the_query_adds_to_the_bare_relation():
+def test_the_subject_check_asks_for_a_query_closer_to_the_edit_than_to_its_bare_relation():
     table = SubjectTable(3)
-    relation = torch.tensor([[1.0, 0, 0], [1.0, 0, 0]])  # two swapped prompts: the relation alone
-    table.add(torch.tensor([1.0, 2.0, 0]), relation)  # the edit: relation + its subject along axis 1
-    queries = torch.tensor([[1.0, 0.5, 0], [1.0, 0, 3.0], [1.0, -1.0, 0], [0.0, 0, 0]])
-    contrast = table.contrast(np.array([0, 0, 0, -1]), queries)
-    # same subject (any strength), another subject (orthogonal), the opposite, nothing chosen
-    assert contrast == pytest.approx([1.0, 0.0, -1.0, -1.0])
+    table.add(torch.tensor([1.0, 2.0, 0]), torch.tensor([[1.0, 0, 0], [2.0, 0, 0]]))  # swaps: the relation alone
+    table.add(torch.tensor([1.0, 0, 0]), torch.tensor([[1.0, 0, 0]]))  # a subject that adds nothing: gap 0
+    queries = torch.tensor([[1.0, 2.0, 0], [1.0, 0, 3.0], [5.0, 0, 0], [0.0, 0, 0]])
+    rows = np.array([0, 0, 1, -1])
+    cosines = F.cosine_similarity(queries, torch.tensor([[1.0, 2.0, 0], [1.0, 2.0, 0], [1.0, 0, 0], [1.0, 0, 0]])).double().numpy()
+    margins = table.margins(rows, queries, cosines, margin=0.02)
+    # the edit itself: 1 - cos(f, r) - .02; another subject: closer to the bare relation; the second edit's
+    # own prompt needs no margin (half its gap, 0) and passes at exactly 0; nothing chosen: -1
+    assert margins == pytest.approx([1 - 5**-0.5 - 0.02, 50**-0.5 - 10**-0.5 - 0.02, 0.0, -1.0], abs=1e-6)
+    assert table.gaps.tolist() == pytest.approx([1 - 5**-0.5, 0.0], abs=1e-6)
 
 
 def test_swapped_prompts_replace_the_subject_and_never_use_it_as_a_stand_in():
@@ -224,7 +229,7 @@ def test_the_subject_check_state_round_trips(tmp_path):
     editor.save_state(tmp_path / "s")
     again = _editor(router="rerank", subject_swaps=4)
     again.load_state(tmp_path / "s")
-    assert torch.equal(again.subjects.directions, editor.subjects.directions)
+    assert torch.equal(again.subjects.relations, editor.subjects.relations) and torch.equal(again.subjects.gaps, editor.subjects.gaps)
     batch = encode(editor.tokenizer, [r.prompt for r in _requests(4)], ["ab"] * 4)
     assert torch.equal(again.logits(batch), editor.logits(batch))
     with pytest.raises(EditkitError, match="subject_relations"):

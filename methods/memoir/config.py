@@ -56,10 +56,10 @@ class MemoirConfig(EditorConfig):
     ``rerank_candidates`` best-overlapping masks that reach τ are re-ranked by the cosine between the query's
     pooled feature (``rerank_feature``, an aggregation) and the one stored with each edit; the best cosine
     picks the edit and the memory is on when it is ≥ ``rerank_tau``. ``subject_swaps`` (rerank only; 0 =
-    off): each edit also stores what its prompt looks like with the subject swapped for that many stand-in
-    names, and the memory is on only when the query's *subject contrast* with the chosen edit (the cosine
-    between what the query adds to the edit's bare relation and what the edit's own subject adds,
-    ``methods/memoir/subjects.py``) is ≥ ``subject_tau``; it needs each request's subject inside its prompt.
+    off): each edit also stores the mean feature of its prompt with the subject swapped for that many
+    stand-in names (the relation without the subject), and the memory is on only when the query's cosine
+    with the chosen edit's feature beats its cosine with that bare relation by ``subject_margin``
+    (``methods/memoir/subjects.py``); it needs each request's subject inside its prompt.
     """
 
     layer: int | str | None = None  # official layer 27/32, scaled (a late layer stores facts, keeps routing sharp)
@@ -85,7 +85,7 @@ class MemoirConfig(EditorConfig):
     rerank_feature: str = "mean_decentered"  # the pooled activation stored with each edit for the cosine
     rerank_tau: float = 0.5  # the memory is on when the chosen edit's cosine is at least this
     subject_swaps: int = 0  # rerank: stand-in subjects each edit's subject check is measured with (0: no check)
-    subject_tau: float = 0.3  # ...and the query's subject contrast with the chosen edit must be at least this
+    subject_margin: float = 0.02  # ...and the query must be this much closer to the edit than to its bare relation
 
     easyedit_alg_names: ClassVar[tuple[str, ...]] = ("MEMOIR",)
     #: the keys of the MEMOIR authors' EasyEdit hparams (hparams/MEMOIR/llama3-8b.yaml)
@@ -123,8 +123,8 @@ class MemoirConfig(EditorConfig):
             raise ConfigError(f"MEMOIR rerank_feature must be one of {', '.join(AGGREGATIONS)}, not '{self.rerank_feature}'")
         if not is_number(self.rerank_tau) or not -1 <= self.rerank_tau <= 1:
             raise ConfigError(f"MEMOIR rerank_tau must be a cosine in [-1, 1], not {self.rerank_tau!r}")
-        if not is_number(self.subject_tau) or not -1 <= self.subject_tau <= 1:
-            raise ConfigError(f"MEMOIR subject_tau must be a cosine in [-1, 1], not {self.subject_tau!r}")
+        if not is_number(self.subject_margin) or not 0 <= self.subject_margin <= 1:
+            raise ConfigError(f"MEMOIR subject_margin must be a number in [0, 1], not {self.subject_margin!r}")
         if not is_number(self.protect_tol) or not 0 < self.protect_tol < 1:
             raise ConfigError(f"MEMOIR protect_tol must be a number in (0, 1), not {self.protect_tol!r}")
         if not is_number(self.tau) or not 0 <= self.tau <= 1:

@@ -70,7 +70,7 @@ _NO_PROMPT = -4.0
 #: threshold, all chosen on the ZsRE and CounterFact dev slices
 PLUS: Mapping[str, Any] = {
     "protect": "nullspace", "protect_tol": 0.1, "lr": 4.0, "decay": "masked", "router": "rerank",
-    "subject_swaps": 16, "subject_tau": 0.5,
+    "subject_swaps": 16, "subject_margin": 0.02,
 }
 
 
@@ -425,7 +425,7 @@ class MemoirEditor(ModuleEditor):
         threshold ⇔ the memory is on). ``overlap``: the best-overlapping mask, overlap / k, τ. ``rerank``:
         of the ``rerank_candidates`` best masks reaching τ, the one whose stored feature has the highest
         cosine with the query's, that cosine, ``rerank_tau``; with the subject check, the smaller of the two
-        margins ``cos − rerank_tau`` and ``contrast − subject_tau``, against 0 (on only when both pass). A
+        margins ``cos − rerank_tau`` and the subject check's, against 0 (on only when both pass). A
         row with no candidate scores its overlap − ``NO_CANDIDATE`` (below any of those), a row without prompt
         tokens −1 (overlap) or ``_NO_PROMPT`` (rerank): never routed.
 
@@ -450,8 +450,9 @@ class MemoirEditor(ModuleEditor):
         )
         threshold = cfg.rerank_tau
         if self.subjects is not None:
-            contrast = self.subjects.contrast(np.where(found, rows, -1), pooled)
-            scores = np.where(found, np.minimum(scores - cfg.rerank_tau, contrast - cfg.subject_tau), scores)
+            subject = self.subjects.margins(np.where(found, rows, -1), pooled, scores, cfg.subject_margin)
+            # clipped at -2: still below every decision, and above every row without a candidate
+            scores = np.where(found, np.maximum(np.minimum(scores - cfg.rerank_tau, subject), -2.0), scores)
             threshold = 0.0
         return rows, np.where(valid, scores, _NO_PROMPT), threshold
 
@@ -478,7 +479,7 @@ class MemoirEditor(ModuleEditor):
         if self.features is None:
             name = "best mask overlap"
         else:
-            name = "feature cosine of the best masks" + ("" if self.subjects is None else " and subject contrast, least margin")
+            name = "feature cosine of the best masks" + ("" if self.subjects is None else " and subject check, least margin")
         return RoutingScores(scores, threshold, name)
 
     @contextmanager
@@ -528,7 +529,7 @@ class MemoirEditor(ModuleEditor):
         required = {"memory", "permutation", "masks", "edit_rows"}
         required |= {"key_covariance"} if self.keys is not None else set()
         required |= {"features"} if self.features is not None else set()
-        required |= {"subject_relations", "subject_directions"} if self.subjects is not None else set()
+        required |= {"subject_relations", "subject_gaps"} if self.subjects is not None else set()
         if not required <= set(tensors) or not set(tensors) <= required | {"background"}:
             raise EditkitError(
                 f"MEMOIR state must hold {sorted(required)} (+ background) for protect = {self.config.protect}, "

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 #: a row with no candidate scores its overlap / k minus this: below every cosine, and below every margin
-#: of the subject check (``min(cos − rerank_tau, contrast − subject_tau)`` ≥ −2)
+#: of the subject check (``min(cos − rerank_tau, subject margin)``, clipped at −2)
 NO_CANDIDATE = 3.0
 
 

@@ -1,15 +1,16 @@
-"""A subject check for the re-ranking router: does the query ask about the edit's subject?
+"""A subject check for the re-ranking router: is the query closer to the edit than to its bare relation?
 
 The pooled feature of a prompt is mostly its relation words: CounterFact's locality prompts ask the edit's
 own relation about another subject ("Hermann Goepfert worked in the city of" beside the edit "Kurt
 Hessenberg worked in"), and their cosine with the edit's feature is as high as a rephrase's. What tells
 them apart is the part of the feature the subject contributes. Each edit measures it when it is made: its
 prompt with the subject replaced by each of a fixed list of stand-in names (:data:`SWAP_SUBJECTS`) gives
-the relation without the subject; their mean ``r_j`` is stored, and the unit direction ``s_j`` from ``r_j``
-to the edit's own feature ``f_j``. A query ``q`` routed to edit ``j`` has the *subject contrast*
-``cos(q − r_j, s_j)``: high when what ``q`` adds to the bare relation points the way the edit's subject
-does (a rephrase or a sibling question about the same subject), near zero for another subject. The swapped
-prompts come from the request alone, never from a scored prompt.
+the relation without the subject, and the mean of those features, ``r_j``, is stored beside the edit's own
+feature ``f_j``. A query ``q`` routed to edit ``j`` passes the check when ``cos(q, f_j) − cos(q, r_j)`` is
+at least a margin: a rephrase or a sibling question shares the subject and is closer to ``f_j``; a prompt
+about another subject is as close to the bare relation, or closer. The margin is never more than half the
+edit's own gap ``1 − cos(f_j, r_j)``, so the edit prompt itself always passes. The swapped prompts come
+from the request alone, never from a scored prompt.
 """
 
 from __future__ import annotations
@@ -40,48 +41,52 @@ def swapped_prompts(request: EditRequest, count: int) -> list[str]:
 
 
 class SubjectTable:
-    """Per stored mask, in database row order: ``r_j`` (the mean feature of the swapped prompts) and the
-    unit direction ``s_j`` from ``r_j`` to the edit's own feature."""
+    """Per stored mask, in database row order: the unit mean feature ``r_j`` of the edit's swapped prompts,
+    and the edit's gap ``1 − cos(f_j, r_j)``."""
 
     def __init__(self, width: int):
         self.width = width
         self.relations = torch.zeros(0, width)
-        self.directions = torch.zeros(0, width)
+        self.gaps = torch.zeros(0)
 
     def __len__(self) -> int:
         return self.relations.shape[0]
 
     def clear(self) -> None:
-        self.relations, self.directions = torch.zeros(0, self.width), torch.zeros(0, self.width)
+        self.relations, self.gaps = torch.zeros(0, self.width), torch.zeros(0)
 
     def add(self, own: torch.Tensor, swapped: torch.Tensor) -> None:
         """``own`` [D] the edit prompt's pooled feature, ``swapped`` [n, D] its swapped prompts'."""
-        relation = torch.nan_to_num(swapped.detach().float().cpu()).mean(dim=0, keepdim=True)
-        direction = F.normalize(torch.nan_to_num(own.detach().float().cpu()).reshape(1, -1) - relation, dim=1)
+        relation = F.normalize(torch.nan_to_num(swapped.detach().float().cpu()).mean(dim=0, keepdim=True), dim=1)
+        unit = F.normalize(torch.nan_to_num(own.detach().float().cpu()).reshape(1, -1), dim=1)
         self.relations = torch.cat([self.relations, relation])
-        self.directions = torch.cat([self.directions, direction])
+        self.gaps = torch.cat([self.gaps, 1 - (unit * relation).sum(dim=1)])
 
-    def contrast(self, rows: np.ndarray, queries: torch.Tensor) -> np.ndarray:
-        """``cos(q − r_j, s_j)`` of each query [Q, D] with the row ``rows[q]`` it was routed to (−1 where the
-        row is −1, i.e. nothing was chosen)."""
+    def margins(self, rows: np.ndarray, queries: torch.Tensor, cosines: np.ndarray, margin: float) -> np.ndarray:
+        """For each query [Q, D] routed to ``rows[q]`` with feature cosine ``cosines[q]``: how far
+        ``cos(q, f_j) − cos(q, r_j)`` is above the edit's margin (``min(margin, gap_j / 2)``); −1 where the
+        row is −1 (nothing was chosen)."""
         out = np.full(len(rows), -1.0)
         chosen = np.flatnonzero(rows >= 0)
         if chosen.size:
             index = torch.from_numpy(rows[chosen])
-            residual = queries.detach().float().cpu()[torch.from_numpy(chosen)] - self.relations[index]
-            out[chosen] = (F.normalize(residual, dim=1) * self.directions[index]).sum(dim=1).double().numpy()
+            units = F.normalize(queries.detach().float().cpu()[torch.from_numpy(chosen)], dim=1)
+            to_relation = (units * self.relations[index]).sum(dim=1).double().numpy()
+            needed = np.minimum(margin, self.gaps[index].double().numpy() / 2)
+            out[chosen] = cosines[chosen] - to_relation - needed
         return out
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {"subject_relations": self.relations, "subject_directions": self.directions}
+        return {"subject_relations": self.relations, "subject_gaps": self.gaps}
 
     def load(self, tensors: dict[str, torch.Tensor], stored: int) -> None:
-        relations, directions = tensors["subject_relations"], tensors["subject_directions"]
-        for name, matrix in (("subject_relations", relations), ("subject_directions", directions)):
-            if matrix.dim() != 2 or tuple(matrix.shape) != (stored, self.width) or not torch.isfinite(matrix).all():
-                raise ValueError(f"{name} must be a finite [{stored}, {self.width}] matrix, not {tuple(matrix.shape)}")
+        relations, gaps = tensors["subject_relations"], tensors["subject_gaps"]
+        if relations.dim() != 2 or tuple(relations.shape) != (stored, self.width) or not torch.isfinite(relations).all():
+            raise ValueError(f"subject_relations must be a finite [{stored}, {self.width}] matrix, not {tuple(relations.shape)}")
+        if tuple(gaps.shape) != (stored,) or not torch.isfinite(gaps).all():
+            raise ValueError(f"subject_gaps must be {stored} finite numbers, not {tuple(gaps.shape)}")
         self.relations = relations.detach().float().cpu().clone()
-        self.directions = directions.detach().float().cpu().clone()
+        self.gaps = gaps.detach().float().cpu().clone()
 
 
 def check_swappable(requests: Sequence[EditRequest], method: str) -> None:
