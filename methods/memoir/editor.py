@@ -67,7 +67,7 @@ _NO_PROMPT = -4.0
 #: the options beyond the paper, on (the ``memoir+`` variant and the conformance variants)
 #: memoir+ (docs/tuning/memoir-plus.md): the options, the protection's cut-off and the larger step that a
 #: projected update needs to converge in the same 30 steps, and the subject check's 16 stand-ins and its
-#: threshold, all chosen on the ZsRE and CounterFact dev slices
+#: margin, all chosen on the ZsRE and CounterFact dev slices
 PLUS: Mapping[str, Any] = {
     "protect": "nullspace", "protect_tol": 0.1, "lr": 4.0, "decay": "masked", "router": "rerank",
     "subject_swaps": 16, "subject_margin": 0.02,
@@ -102,7 +102,7 @@ class MemoirEditor(ModuleEditor):
         self.keys = KeyCovariance(self.width, cfg.protect_tol, self.device) if cfg.protect == "nullspace" else None
         #: the pooled feature stored with every database row (router = rerank), None otherwise
         self.features = FeatureTable(self.width) if cfg.router == "rerank" else None
-        #: the subject check's relation means and directions per database row (subject_swaps > 0), None otherwise
+        #: the subject check's bare-relation feature and gap per database row (subject_swaps > 0), None otherwise
         self.subjects = SubjectTable(self.width) if cfg.subject_swaps else None
         self.background: torch.Tensor | None = None
         self._background_texts: tuple[str, ...] | None = None

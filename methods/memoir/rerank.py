@@ -18,6 +18,12 @@ import torch.nn.functional as F
 NO_CANDIDATE = 3.0
 
 
+def check_rows(name: str, matrix: torch.Tensor, stored: int, width: int) -> None:
+    """A saved per-mask table must be a finite [stored, width] matrix (``ValueError`` naming it otherwise)."""
+    if matrix.dim() != 2 or tuple(matrix.shape) != (stored, width) or not torch.isfinite(matrix).all():
+        raise ValueError(f"{name} must be a finite [{stored}, {width}] matrix, not {tuple(matrix.shape)}")
+
+
 class FeatureTable:
     """The unit-normalised pooled feature of every stored mask, in database row order."""
 
@@ -66,6 +72,5 @@ class FeatureTable:
         return rows, scores, found
 
     def load(self, matrix: torch.Tensor, stored: int) -> None:
-        if matrix.dim() != 2 or tuple(matrix.shape) != (stored, self.width) or not torch.isfinite(matrix).all():
-            raise ValueError(f"features must be a finite [{stored}, {self.width}] matrix, not {tuple(matrix.shape)}")
+        check_rows("features", matrix, stored, self.width)
         self.matrix = matrix.detach().float().cpu().clone()

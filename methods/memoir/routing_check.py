@@ -2,8 +2,9 @@
 
     python -m editkit.methods.memoir.routing_check --data zsre-dev [--start S] [--num-edits N] [--set KEY=VALUE ...]
 
-Stores the mask (and, with ``router=rerank``, the pooled feature) of every edit prompt, then scores every
-rephrase (in scope) and locality prompt (out of scope) with the editor's own ``routing_scores``: ROC-AUC,
+Stores the mask (and, with ``router=rerank``, the pooled feature; with ``subject_swaps``, the swapped
+prompts' mean feature) of every edit prompt, then scores every rephrase (in scope) and locality prompt (out
+of scope) with the editor's own ``routing_scores``: ROC-AUC,
 the share of each routed at the configured threshold and at nearby ones, and how often a routed rephrase
 reads its own edit rather than a sibling question's. This is what the router's options are chosen from on
 a dev slice; training does not enter routing, so no edit is trained.

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 
 from editkit.requests import EditRequest, check_subjects
 
+from .rerank import check_rows
+
 #: stand-in subjects of several kinds (people, places, organisations, things): a swapped prompt keeps the
 #: relation words and loses the subject, whatever the relation's usual subject type
 SWAP_SUBJECTS = (
@@ -81,8 +83,7 @@ class SubjectTable:
 
     def load(self, tensors: dict[str, torch.Tensor], stored: int) -> None:
         relations, gaps = tensors["subject_relations"], tensors["subject_gaps"]
-        if relations.dim() != 2 or tuple(relations.shape) != (stored, self.width) or not torch.isfinite(relations).all():
-            raise ValueError(f"subject_relations must be a finite [{stored}, {self.width}] matrix, not {tuple(relations.shape)}")
+        check_rows("subject_relations", relations, stored, self.width)
         if tuple(gaps.shape) != (stored,) or not torch.isfinite(gaps).all():
             raise ValueError(f"subject_gaps must be {stored} finite numbers, not {tuple(gaps.shape)}")
         self.relations = relations.detach().float().cpu().clone()
