@@ -95,6 +95,23 @@ def test_memit_edits_a_batch_jointly_and_alphaedit_stays_in_the_null_space():
     assert all(k.abs().sum() == 0 for k in alpha.edited_keys.values())
 
 
+@pytest.mark.parametrize("name", ["rome", "memit"])
+def test_fast_value_loop_gives_the_full_forwards_v_star(name):
+    """v* through the split forward (blocks up to the value's point once, then only the blocks above) is
+    the full forward's v*, and the edit records which loop it ran."""
+    fast, full = build(name), build(name)
+    full.value_loop.fast_path.fall_back("the reference in a test")
+    values: dict[str, list[torch.Tensor]] = {"fast": [], "full": []}
+    for key, editor in (("fast", fast), ("full", full)):
+        update = editor.update
+        editor.update = lambda requests, v, _u=update, _k=key: (values[_k].append(v), _u(requests, v))  # type: ignore[method-assign]
+    for request in EDIT_REQUESTS[:2]:
+        assert fast.edit(request)["loop"] == "padded" and full.edit(request)["loop"] == "full"
+    for a, b in zip(values["fast"], values["full"]):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert fast.value_loop.at_block == (name == "memit")  # MEMIT's v* sits on the residual stream
+
+
 # -------------------------------------------------------------------------------- second moments cache
 def test_second_moments_are_computed_once_and_keyed_by_sample_count(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("EDITKIT_STATS_CACHE", str(tmp_path))

@@ -18,13 +18,14 @@ import torch
 
 from editkit.errors import EditkitError
 from editkit.layers import block_list_path, down_proj_path, num_layers
+from editkit.partial import SplitForward
 from editkit.requests import EditRequest, check_subjects
 from editkit.tier import WeightEditor
 
 from .config import LocateConfig
 from .stats import model_fingerprint, second_moments
 from .subjects import context_templates
-from .values import ValueOptions, optimise_value, template_keys
+from .values import ValueLoop, ValueOptions, optimise_value, template_keys
 
 #: depth of the LLaMA models the official layer numbers refer to
 OFFICIAL_NUM_LAYERS = 32
@@ -56,6 +57,9 @@ class LocateEditor(WeightEditor):
             paths = [down_proj_path(model, layer) for layer in self.layers]
         self.edit_weights(paths)
         self.blocks_path = block_list_path(model)
+        # v* is optimised at the output of the last edited projection or of its block (the method says
+        # which); the loop through the blocks above it is checked once against the full forward
+        self.value_loop = ValueLoop(model, self.value_module(), SplitForward(model, self.weight_paths[-1]), self)
         self.fingerprint = model_fingerprint(model)  # of the unedited weights: the statistics' cache key
         self.templates: list[list[str]] | None = None
         self.mom2: dict[str, torch.Tensor] = {}
@@ -103,7 +107,7 @@ class LocateEditor(WeightEditor):
         stats, values = [], []
         for request in requests:
             start = time.perf_counter()
-            value, info = optimise_value(self.model, self.tokenizer, request, flat, self.value_module(), options)
+            value, info = optimise_value(self.model, self.tokenizer, request, flat, self.value_loop, options)
             values.append(value)
             stats.append({**info, "v_seconds": time.perf_counter() - start})
         start = time.perf_counter()
@@ -124,7 +128,8 @@ class LocateEditor(WeightEditor):
 
     @abstractmethod
     def value_module(self) -> str:
-        """The module whose output v* is optimised at."""
+        """The module whose output v* is optimised at: the last edited projection or the block holding it
+        (elsewhere, v* runs the full forward, announced once)."""
 
     @abstractmethod
     def update(self, requests: Sequence[EditRequest], values: torch.Tensor) -> None:

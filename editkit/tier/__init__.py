@@ -5,11 +5,12 @@ its own maths (the way peft's ``BaseTuner``/``BaseTunerLayer`` carry what every 
   WISE): the module from the official depth, the split forward, per-row routing, state checks.
 - :class:`WeightEditor`: editors that change base weights (FT, ROME, MEMIT, AlphaEdit): snapshot and
   bit-for-bit restore, state I/O of the edited weight, a float32 master copy on fp16/bf16 models.
-- :class:`FastPath`: the one "check the shortcut against the full forward once, then trust it" both use.
+- :class:`FastPath`: the one "check the shortcut against the full forward once, then trust it" both tiers
+  and the locate-then-edit family's v* loop use.
 """
 
-from .common import FULL, FastPath, require_tokens, target_positions
+from .common import FAST_MODES, FULL, FastPath, require_tokens, target_positions
 from .module_editor import ModuleEditor
 from .weight_editor import WeightEditor
 
-__all__ = ["FULL", "FastPath", "ModuleEditor", "WeightEditor", "require_tokens", "target_positions"]
+__all__ = ["FAST_MODES", "FULL", "FastPath", "ModuleEditor", "WeightEditor", "require_tokens", "target_positions"]

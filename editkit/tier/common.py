@@ -15,6 +15,9 @@ from editkit.requests import EditRequest
 
 #: the loop an edit ran when no shortcut is used (recorded as ``loop`` in the edit's stats)
 FULL = "full"
+#: the shortcuts of an edit's training loop, fastest first: the first edit keeps the first that matches the
+#: full forward (see :class:`FastPath`)
+FAST_MODES = ("packed", "padded")
 
 
 class FastPath:

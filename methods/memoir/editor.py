@@ -50,7 +50,7 @@ from editkit.partial import LowerPart, PackedRows, frozen, lower_parts_match, mo
 from editkit.prefix_cache import lower_after_prefixes, prefix_states
 from editkit.prefixes import MAX_PREFIXES, context_prefixes, prefixed
 from editkit.requests import EditRequest
-from editkit.tier import FULL, ModuleEditor, target_positions
+from editkit.tier import FAST_MODES, FULL, ModuleEditor, target_positions
 
 from .config import OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS, MemoirConfig
 from .memory import ResidualMemory, Route
@@ -59,8 +59,6 @@ from .rerank import FeatureTable
 from .subjects import SubjectTable, check_swappable, swapped_prompts
 from .tophash import MaskDatabase, aggregate, pack, top_k_masks, unpack
 
-#: fast edit loops, fastest first; the first edit keeps the first one that matches the full forward
-_FAST_MODES = ("packed", "padded")
 _BACKGROUND_BATCH = 16
 #: the score of a row without prompt tokens: below every other score, never routed
 _NO_PROMPT = -4.0
@@ -255,7 +253,7 @@ class MemoirEditor(ModuleEditor):
         if not self.fast_path.usable:
             return None
         lower = self._lower(batch)
-        modes = (self.fast_path.mode,) if self.fast_path.checked else _FAST_MODES
+        modes = (self.fast_path.mode,) if self.fast_path.checked else FAST_MODES
         losses = {m: self._fast_loss(batch, mask, lower, packed=m == "packed") for m in modes}
         rows, cols, _ = target_positions(batch)
         route: Route = (torch.arange(len(batch), device=self.device), mask.expand(len(batch), -1))
