@@ -236,3 +236,18 @@ def test_the_subject_check_state_round_trips(tmp_path):
         _editor(router="rerank").load_state(tmp_path / "s")
     editor.reset()
     assert len(editor.subjects) == 0
+
+
+def test_extra_iter_steps_only_an_unconverged_edit_and_stops_once_it_converges():
+    request = _requests(1)[0]
+    # a step too small to converge in n_iter: the extra steps are all taken
+    slow = _editor(n_iter=3, extra_iter=4, lr=1e-6, num_prefixes=0).edit(request)
+    assert slow["iterations"] == 7 and slow["loss"] > 0.02
+    # a normal step: the edit converges within the extra steps and stops there, at a loss at or below the bar
+    base = _editor(n_iter=3, lr=4.0, num_prefixes=0).edit(request)
+    assert base["iterations"] == 3
+    bar = 0.8 * base["loss"]  # not reached in 3 steps (the tiny random model learns slowly)
+    extra = _editor(n_iter=3, extra_iter=200, lr=4.0, num_prefixes=0, early_stop_loss=bar).edit(request)
+    assert 3 < extra["iterations"] < 203 and extra["loss"] <= bar
+    with pytest.raises(ConfigError, match="extra_iter"):
+        MemoirConfig(extra_iter=-1)

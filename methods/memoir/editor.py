@@ -350,12 +350,14 @@ class MemoirEditor(ModuleEditor):
         columns = mask.to(weight.device, torch.float32)[None, :] if cfg.decay == "masked" else None
         previous: float | None = None
         iterations, first, final = 0, float("nan"), float("nan")
-        for _ in range(cfg.n_iter):
+        for step in range(cfg.n_iter + cfg.extra_iter):
             weight.grad = None
             loss = loss_fn()
             final = float(loss.detach())
             if previous is None:
                 first = final
+            if step >= cfg.n_iter and final <= cfg.early_stop_loss:
+                break  # an extra step was only for an edit that had not got there
             if (
                 previous is not None
                 and final <= cfg.early_stop_loss
