@@ -56,19 +56,18 @@ def main() -> None:
         options = ValueOptions(cfg.v_num_grad_steps, cfg.v_lr, cfg.v_weight_decay, cfg.clamp_norm_factor, cfg.kl_factor)
         times: dict[str, list[float]] = {"fast": [], "full": []}
         for request in requests:
-            values = {}
+            runs = {}  # loop -> (v*, info)
             for key, editor in (("fast", fast), ("full", full)):
                 _synchronize(device)
                 start = time.perf_counter()
-                values[key], info = optimise_value(model, tokenizer, request, templates, editor.value_loop, options)
+                runs[key] = optimise_value(model, tokenizer, request, templates, editor.value_loop, options)
                 _synchronize(device)
                 times[key].append(time.perf_counter() - start)
-                values[key + "_info"] = info
-            gap = float((values["fast"] - values["full"]).abs().max() / values["full"].norm())
+            (v_fast, i_fast), (v_full, i_full) = runs["fast"], runs["full"]
+            gap = float((v_fast - v_full).abs().max() / v_full.norm())
             print(
-                f"{name} {request.id}: fast {times['fast'][-1]:.1f} s ({values['fast_info']['loop']}, "
-                f"{values['fast_info']['iterations']} steps), full {times['full'][-1]:.1f} s "
-                f"({values['full_info']['iterations']} steps), max |dv|/|v| {gap:.1e}",
+                f"{name} {request.id}: fast {times['fast'][-1]:.1f} s ({i_fast['loop']}, {i_fast['iterations']} steps), "
+                f"full {times['full'][-1]:.1f} s ({i_full['iterations']} steps), max |dv|/|v| {gap:.1e}",
                 flush=True,
             )
         fast_s, full_s = sum(times["fast"]) / len(requests), sum(times["full"]) / len(requests)

@@ -22,7 +22,7 @@ from editkit.batching import PromptBatch, pad_id, tokenize_pair
 from editkit.errors import EditkitError
 from editkit.layers import TokenShape, like_module_tensor, resolve_module
 from editkit.partial import LowerPart, SplitForward
-from editkit.tier import FULL, FastPath
+from editkit.tier import FULL, PADDED, FastPath
 from editkit.requests import EditRequest
 
 from .subjects import subject_last_index
@@ -193,11 +193,10 @@ def _value_batch(tokenizer: Any, request: EditRequest, templates: Sequence[str],
     )
 
 
-#: the fast v* loop keeps the padded batch. Its rows (the prompt behind 5-20 context templates of similar
-#: length) carry little padding, and packing them into one row (as MEMOIR's loop can) makes attention
-#: quadratic in all their tokens: ROME's 22 rows on the default model (1 thread) took 6.7 s a step in the
-#: full forward, 5.3 split and padded, 6.2 split and packed; MEMIT's 7 rows 1.9, 1.6 and 1.6.
-PADDED = "padded"
+# The fast v* loop keeps the padded batch (PADDED). Its rows (the prompt behind 5-20 context templates
+# of similar length) carry little padding, and packing them into one row (as MEMOIR's loop can) makes
+# attention quadratic in all their tokens: ROME's 22 rows on the default model (1 thread) took 6.7 s a
+# step in the full forward, 5.3 split and padded, 6.2 split and packed; MEMIT's 7 rows 1.9, 1.6 and 1.6.
 
 #: a v* step's logits: [labels + 1, V] at the positions the loss reads, for the current ``delta``
 StepLogits = Callable[[], torch.Tensor]

@@ -9,8 +9,8 @@ its own maths (the way peft's ``BaseTuner``/``BaseTunerLayer`` carry what every 
   and the locate-then-edit family's v* loop use.
 """
 
-from .common import FAST_MODES, FULL, FastPath, require_tokens, target_positions
+from .common import FAST_MODES, FULL, PACKED, PADDED, FastPath, require_tokens, target_positions
 from .module_editor import ModuleEditor
 from .weight_editor import WeightEditor
 
-__all__ = ["FAST_MODES", "FULL", "FastPath", "ModuleEditor", "WeightEditor", "require_tokens", "target_positions"]
+__all__ = ["FAST_MODES", "FULL", "PACKED", "PADDED", "FastPath", "ModuleEditor", "WeightEditor", "require_tokens", "target_positions"]

@@ -15,9 +15,11 @@ from editkit.requests import EditRequest
 
 #: the loop an edit ran when no shortcut is used (recorded as ``loop`` in the edit's stats)
 FULL = "full"
+#: the shortcut loops (recorded as ``loop``): the rows laid end to end without padding, or the padded batch
+PACKED, PADDED = "packed", "padded"
 #: the shortcuts of an edit's training loop, fastest first: the first edit keeps the first that matches the
 #: full forward (see :class:`FastPath`)
-FAST_MODES = ("packed", "padded")
+FAST_MODES = (PACKED, PADDED)
 
 
 class FastPath:

@@ -28,7 +28,7 @@ from editkit.editor import RoutingScores
 from editkit.errors import EditkitError
 from editkit.partial import frozen
 from editkit.requests import EditRequest
-from editkit.tier import FULL, ModuleEditor, target_positions
+from editkit.tier import FULL, PADDED, ModuleEditor, target_positions
 
 from .codebook import Codebook
 from .config import OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS, GraceConfig
@@ -50,10 +50,6 @@ def _replace(output: torch.Tensor, replacement: Replacement) -> torch.Tensor:
     rows, positions, values = replacement
     changed = torch.where(positions[..., None], values[:, None, :].to(output.dtype), output.index_select(0, rows))
     return output.index_copy(0, rows, changed)
-
-
-#: the name of the shortcut loop (the padded one-row batch, blocks above the codebook only)
-PADDED = "padded"
 
 
 class GraceEditor(ModuleEditor):

@@ -50,7 +50,7 @@ from editkit.partial import LowerPart, PackedRows, frozen, lower_parts_match, mo
 from editkit.prefix_cache import lower_after_prefixes, prefix_states
 from editkit.prefixes import MAX_PREFIXES, context_prefixes, prefixed
 from editkit.requests import EditRequest
-from editkit.tier import FAST_MODES, FULL, ModuleEditor, target_positions
+from editkit.tier import FAST_MODES, FULL, PACKED, PADDED, ModuleEditor, target_positions
 
 from .config import OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS, MemoirConfig
 from .memory import ResidualMemory, Route
@@ -254,7 +254,7 @@ class MemoirEditor(ModuleEditor):
             return None
         lower = self._lower(batch)
         modes = (self.fast_path.mode,) if self.fast_path.checked else FAST_MODES
-        losses = {m: self._fast_loss(batch, mask, lower, packed=m == "packed") for m in modes}
+        losses = {m: self._fast_loss(batch, mask, lower, packed=m == PACKED) for m in modes}
         rows, cols, _ = target_positions(batch)
         route: Route = (torch.arange(len(batch), device=self.device), mask.expand(len(batch), -1))
         mode = self.fast_path.choose(
@@ -319,7 +319,7 @@ class MemoirEditor(ModuleEditor):
         def loss() -> torch.Tensor:
             return F.cross_entropy(logits().float(), targets)
 
-        return _LossFn(loss, mode="packed" if packed else "padded", logits=logits)
+        return _LossFn(loss, mode=PACKED if packed else PADDED, logits=logits)
 
     def _full_loss(self, batch: PromptBatch, mask: torch.Tensor, irrelevant: str | None) -> "_LossFn":
         """The reference loop: every row through the whole model, the irrelevant text with memory off."""

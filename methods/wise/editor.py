@@ -34,15 +34,13 @@ from editkit.layers import capture, ffn_activation
 from editkit.partial import PackedRows, frozen
 from editkit.prefixes import context_prefixes, prefixed
 from editkit.requests import EditRequest
-from editkit.tier import FULL, ModuleEditor, target_positions
+from editkit.tier import FULL, PACKED, ModuleEditor, target_positions
 
 from .config import OFFICIAL_LAYER, OFFICIAL_NUM_LAYERS, WiseConfig
 from .merge import ties_merge
 
 #: rows that use a side memory and, for each, the [out, in] difference from the main weights to apply
 SideRoute = Optional[Tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]]
-#: the name of the shortcut loop (rows packed end to end, blocks above the side memory only)
-PACKED = "packed"
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
