@@ -17,6 +17,7 @@ from editkit.errors import EditkitError
 from .formats import FORMATS, Row, Table, render, render_markdown
 from .loading import MethodRun, load_directory
 from .merging import Series, caption
+from .report import prune_stale
 from .seeds import Spread, spread
 from .tables import METRIC_ORDER, ordered_scorers
 
@@ -192,4 +193,5 @@ def write_root_report(report: RootReport, out: Path, plots: bool = True) -> Root
     path = out / "report.md"
     path.write_text("\n".join(sections), encoding="utf-8")
     report.files.append(path)
+    report.notes += prune_stale(out, report.files)
     return report

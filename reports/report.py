@@ -8,6 +8,7 @@ leaves no half-written report behind.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -22,10 +23,14 @@ from .loading import load_directory
 from .merging import Series, combine
 from .routing import RoutingStats, routing_stats, routing_table
 from .routing_figures import roc_figure, routing_histograms
-from .style import save, styles
+from .style import IMAGE_FORMATS, save, styles
 from .tables import ordered_scorers, results_tables
 
 REPORT_DIR = "report"
+#: the names a report writes (tables, figures, report.md): an earlier report's file of one of these names
+#: that this report did not rewrite is removed, so a directory never shows figures of runs no longer in it
+_OWN_TABLES = ("table", "routing")
+_OWN_FIGURES = ("bars", "cost", "*-cost", "position-*", "forgetting-*", "*-forgetting-*", "routing-scores", "routing-roc")
 
 
 @dataclass
@@ -102,7 +107,20 @@ def write_report(report: Report, out: Path, plots: bool = True) -> Report:
     if report.notes:
         sections += ["## Notes", "", *(f"- {n}" for n in report.notes), ""]
     report.files.append(_write(out / "report.md", "\n".join(sections)))
+    report.notes += prune_stale(out, report.files)
     return report
+
+
+def prune_stale(out: Path, written: Sequence[Path]) -> list[str]:
+    """Remove the files of an earlier report in ``out`` that this one did not rewrite (a routing table or
+    a forgetting figure of runs that are no longer merged); a note naming them, or none."""
+    keep = {p.name for p in written}
+    patterns = [f"{stem}.{fmt}" for stem in _OWN_TABLES for fmt in FORMATS]
+    patterns += [f"{stem}.{fmt}" for stem in _OWN_FIGURES for fmt in IMAGE_FORMATS]
+    stale = sorted(p for p in out.iterdir() if p.is_file() and p.name not in keep and any(fnmatch(p.name, pat) for pat in patterns))
+    for path in stale:
+        path.unlink()
+    return [f"removed {len(stale)} files of an earlier report in {out} that this one does not write: {', '.join(p.name for p in stale)}"] if stale else []
 
 
 def _figures(figures: Sequence[tuple[str, Callable[[], Figure | None], str]], out: Path, report: Report) -> list[str]:

@@ -231,6 +231,23 @@ def test_final_schedule_gets_bars_and_a_note_instead_of_curves(tmp_path):
     assert any(n.startswith("routing:") for n in report.notes)
 
 
+
+def test_a_second_report_into_the_same_directory_leaves_no_file_of_the_first(tmp_path):
+    """Report A (every:2, routing) then report B (final, no routing) into one --out: A's forgetting curves and
+    routing files would otherwise sit beside B's tables as if they were B's; files the report does not own stay."""
+    routing = routing_rows(N, [0.9, 0.8, 0.7, 0.3], [0.5, 0.2, 0.1], 0.6)
+    first = make_compare(tmp_path / "a", {"none": -0.4, "alpha": 0.3}, routing={"alpha": routing})
+    second = make_compare(tmp_path / "b", {"none": -0.4, "beta": 0.1}, schedule="final")
+    out = tmp_path / "out"
+    write_report(build_report([first]), out)
+    (out / "my-notes.md").write_text("mine")
+    report = write_report(build_report([second]), out)
+    left = {p.name for p in out.iterdir()}
+    assert left == {p.name for p in report.files} | {"my-notes.md"}
+    assert not any(n.startswith(("forgetting-", "routing")) for n in left)
+    (note,) = [n for n in report.notes if n.startswith("removed")]
+    assert "routing.md" in note and "forgetting-tf.png" in note
+
 @pytest.mark.parametrize("bins, expected_positions", [(6, [1, 2, 3, 4, 5, 6]), (3, [1.5, 3.5, 5.5]), (4, [1.5, 3.5, 5.5])])
 def test_score_by_edit_position_uses_the_last_checkpoint(compare_dir, bins, expected_positions):
     from editkit.reports.curves import position_curve
