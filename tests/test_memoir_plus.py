@@ -58,6 +58,8 @@ def test_memoir_stays_faithful_and_memoir_plus_turns_the_options_on():
     plus = get_editor_spec("memoir+").make_config()
     assert (plus.protect, plus.router, plus.decay) == ("nullspace", "rerank", "masked")
     assert (plus.protect_tol, plus.lr) == (0.1, 4.0)  # the dev-slice choice (docs/tuning/memoir-plus.md)
+    assert (plus.extra_iter, plus.early_stop_delta) == (10, 1.0)  # unconverged edits: the same docs, "extra_iter"
+    assert (faithful.extra_iter, faithful.early_stop_delta) == (0, 1e-4)
     assert {"plus", "plus-reference-loop"} <= set(MemoirEditor.conformance_variants)
     editor = _editor("memoir+")
     assert editor.name == "memoir+" and editor.keys is not None and editor.features is not None
