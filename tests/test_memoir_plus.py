@@ -211,6 +211,17 @@ def test_swapped_prompts_replace_the_subject_and_never_use_it_as_a_stand_in():
     assert prompts[0] == "John Smith is in John Smith's"
 
 
+def test_stand_ins_in_one_padded_pass_give_the_features_of_one_pass_each():
+    """The subject check computes its stand-ins together; padding must not reach the real positions."""
+    editor = _editor("memoir+")
+    prompts = swapped_prompts(_requests(2)[1], 6) + [""]
+    alone, together = editor.prompt_features(prompts), editor.prompt_features(prompts, together=True)
+    assert alone.keys() == together.keys()
+    for mode in alone:
+        assert torch.isnan(together[mode][-1]).all() and torch.isnan(alone[mode][-1]).all()
+        torch.testing.assert_close(together[mode][:-1], alone[mode][:-1], atol=1e-4, rtol=1e-4)
+
+
 def test_the_subject_check_needs_the_reranker_and_subjects_in_prompts():
     with pytest.raises(ConfigError, match="router=rerank"):
         MemoirConfig(subject_swaps=4)
