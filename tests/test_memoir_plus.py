@@ -129,7 +129,9 @@ def test_the_protected_basis_spans_the_earlier_keys_of_a_column_set():
     assert KeyCovariance.free_share(inside, basis) < 1e-6
 
 
-@pytest.mark.parametrize("options", [{"protect": "nullspace", "decay": "masked"}, {"router": "rerank"}])
+@pytest.mark.parametrize(
+    "options", [{"protect": "nullspace", "decay": "masked"}, {"protect": "nullspace", "protect_keys": "target"}, {"router": "rerank"}]
+)
 def test_fast_edit_matches_the_full_forward_edit_with_the_options(options):
     fast, full = _editor(**options), _editor(**options, fast_edit=False)
     for request in _requests(4):

@@ -194,7 +194,8 @@ class MemoirEditor(ModuleEditor):
         protected = self.keys.protected(channels) if self.keys is not None else None
 
         with torch.enable_grad(), frozen(self.model):
-            loss_fn = self._choose_loss(batch, mask) if cfg.fast_edit else None
+            lower = self._lower(batch) if cfg.fast_edit and self.fast_path.usable else None
+            loss_fn = self._choose_loss(batch, mask, lower) if lower is not None else None
             if loss_fn is None:
                 loss_fn = self._full_loss(batch, mask, request.irrelevant)
             iterations, first_loss, final_loss = self._train(loss_fn, mask, channels, protected)
@@ -202,7 +203,7 @@ class MemoirEditor(ModuleEditor):
         if self.keys is not None:
             # what this edit's own tokens read from the memory is protected from every later edit
             plain = self.training_batch(request)
-            keys = self.split.module_inputs(plain)[0].float()
+            keys = self._plain_keys(plain, lower)
             if cfg.protect_keys == "target":
                 keys = keys[target_positions(plain)[1]]
             extra["protected_dims"] = 0 if protected is None else int(protected.shape[1])
@@ -251,11 +252,17 @@ class MemoirEditor(ModuleEditor):
         for mask, feature, request in zip(self._masks(features[self.config.aggregation]), pooled, requests):
             self._store(mask, feature, request)
 
-    def _choose_loss(self, batch: PromptBatch, mask: torch.Tensor) -> "_LossFn | None":
-        """The fastest loop known (or, on the first edit, checked) to reproduce the full forward."""
-        if not self.fast_path.usable:
-            return None
-        lower = self._lower(batch)
+    def _plain_keys(self, plain: PromptBatch, lower: LowerPart | None) -> torch.Tensor:
+        """[n, D] down-projection inputs of the plain prompt + target (``plain``, one row). Row 0 of the edit
+        batch is that same text, right-padded, so the fast loop's lower pass already holds them; the
+        reference loop (no ``lower``) runs the pass."""
+        if lower is None:
+            return self.split.module_inputs(plain)[0].float()
+        return lower.module_in[0, : plain.input_ids.shape[1]].float()
+
+    def _choose_loss(self, batch: PromptBatch, mask: torch.Tensor, lower: LowerPart) -> "_LossFn | None":
+        """The fastest loop known (or, on the first edit, checked) to reproduce the full forward, from the
+        edit batch's lower pass."""
         modes = (self.fast_path.mode,) if self.fast_path.checked else FAST_MODES
         losses = {m: self._fast_loss(batch, mask, lower, packed=m == PACKED) for m in modes}
         rows, cols, _ = target_positions(batch)
