@@ -236,6 +236,45 @@ def test_the_subject_check_needs_the_reranker_and_subjects_in_prompts():
     editor.check_requests(_requests(3))  # subjects present: accepted
 
 
+def test_a_calibrated_edit_asks_a_query_to_beat_its_best_stand_in():
+    own = torch.tensor([1.0, 1.0, 0])
+    # two stand-ins: the first scores cos(s, f) - cos(s, the other) = 1/sqrt(2) - 0 > 0, the second is the relation
+    swapped = torch.tensor([[1.0, 0.1, 0], [0.0, 0, 1.0]])
+    plain, calibrated = SubjectTable(3), SubjectTable(3, calibrated=True)
+    for table in (plain, calibrated):
+        table.add(own, swapped)
+    floor = float(calibrated.floors[0])
+    unit_s = F.normalize(swapped[0], dim=0)
+    assert floor == pytest.approx(float(unit_s @ F.normalize(own, dim=0) - unit_s @ swapped[1]), abs=1e-6) and floor > 0
+    query = torch.tensor([[1.0, 0.8, 0.3]])
+    cosine = F.cosine_similarity(query, own[None]).double().numpy()
+    gap = float(calibrated.gaps[0])
+    margin = 0.01
+    assert plain.margins(np.array([0]), query, cosine, margin)[0] - calibrated.margins(np.array([0]), query, cosine, margin)[0] == pytest.approx(
+        min(margin + floor, gap / 2) - min(margin, gap / 2), abs=1e-6
+    )
+    # a stand-in scoring below 0 leaves the margin as it is; the edit prompt still passes (capped at half the gap)
+    low = SubjectTable(3, calibrated=True)
+    low.add(own, torch.tensor([[0.0, 0, 1.0], [0.0, 0.1, 1.0]]))
+    assert float(low.floors[0]) == 0.0
+    assert calibrated.margins(np.array([0]), own[None], np.array([1.0]), 0.9)[0] >= 0
+    with pytest.raises(ConfigError, match="subject_swaps >= 2"):
+        MemoirConfig(router="rerank", subject_swaps=1, subject_calibrate=True)
+
+
+def test_a_calibrated_state_round_trips_and_a_plain_one_is_refused(tmp_path):
+    editor = _editor("memoir+", n_iter=3)
+    for request in _requests(3):
+        editor.edit(request)
+    assert editor.subjects.calibrated and len(editor.subjects.floors) == 3
+    editor.save_state(tmp_path / "s")
+    again = _editor("memoir+")
+    again.load_state(tmp_path / "s")
+    assert torch.equal(again.subjects.floors, editor.subjects.floors)
+    with pytest.raises(EditkitError, match="subject_floors"):
+        _editor("memoir+", subject_calibrate=False).load_state(tmp_path / "s")
+
+
 def test_the_subject_check_state_round_trips(tmp_path):
     editor = _editor(router="rerank", subject_swaps=4, n_iter=3)
     for request in _requests(3):

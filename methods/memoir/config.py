@@ -63,6 +63,8 @@ class MemoirConfig(EditorConfig):
     stand-in names (the relation without the subject), and the memory is on only when the query's cosine
     with the chosen edit's feature beats its cosine with that bare relation by ``subject_margin``
     (``methods/memoir/subjects.py``); it needs each request's subject inside its prompt.
+    ``subject_calibrate`` (needs ``subject_swaps`` ≥ 2): the margin is raised per edit by its best
+    stand-in's own score against the other stand-ins (how close a prompt about another subject gets).
     """
 
     layer: int | str | None = None  # official layer 27/32, scaled (a late layer stores facts, keeps routing sharp)
@@ -90,6 +92,7 @@ class MemoirConfig(EditorConfig):
     rerank_tau: float = 0.5  # the memory is on when the chosen edit's cosine is at least this
     subject_swaps: int = 0  # rerank: stand-in subjects each edit's subject check is measured with (0: no check)
     subject_margin: float = 0.02  # ...and the query must be this much closer to the edit than to its bare relation
+    subject_calibrate: bool = False  # ...plus, per edit, what its best stand-in scores (a neighbour's reach)
 
     easyedit_alg_names: ClassVar[tuple[str, ...]] = ("MEMOIR",)
     #: the keys of the MEMOIR authors' EasyEdit hparams (hparams/MEMOIR/llama3-8b.yaml)
@@ -151,6 +154,10 @@ class MemoirConfig(EditorConfig):
             raise ConfigError(f"MEMOIR fast_edit must be true or false, not {self.fast_edit!r}")
         if self.subject_swaps and self.router != "rerank":
             raise ConfigError(f"MEMOIR subject_swaps > 0 is a check of the rerank router; set router=rerank (it is '{self.router}')")
+        if not isinstance(self.subject_calibrate, bool):
+            raise ConfigError(f"MEMOIR subject_calibrate must be true or false, not {self.subject_calibrate!r}")
+        if self.subject_calibrate and self.subject_swaps < 2:
+            raise ConfigError(f"MEMOIR subject_calibrate needs subject_swaps >= 2 (it is {self.subject_swaps}): a stand-in is scored against the others")
         if self.subject_swaps > len(SWAP_SUBJECTS) - 1:
             raise ConfigError(f"MEMOIR subject_swaps is at most {len(SWAP_SUBJECTS) - 1} (the stand-in names other than the subject)")
 

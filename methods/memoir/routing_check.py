@@ -1,6 +1,6 @@
 """How well MEMOIR's router tells an edit's rephrases from everything else, before any training.
 
-    python -m editkit.methods.memoir.routing_check --data zsre-dev [--start S] [--num-edits N] [--set KEY=VALUE ...]
+    python -m editkit.methods.memoir.routing_check --data zsre-dev [--start S] [--num-edits N] [--set KEY=VALUE ...] [--threads 1]
 
 Stores the mask (and, with ``router=rerank``, the pooled feature; with ``subject_swaps``, the swapped
 prompts' mean feature) of every edit prompt, then scores every rephrase (in scope) and locality prompt (out
@@ -13,12 +13,15 @@ a dev slice; training does not enter routing, so no edit is trained.
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
+import torch
 from sklearn.metrics import roc_auc_score
 
 from editkit.batching import encode
 from editkit.data import load_requests
+from editkit.errors import EditkitError
 from editkit.evaluation.streams import make_stream
 from editkit.models import load_model
 
@@ -46,14 +49,23 @@ def main() -> None:
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--num-edits", type=int, default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (1 when other jobs share the cores)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
-    loaded = load_model(args.model)
-    stream = make_stream(load_requests(args.data), args.num_edits, start=args.start).requests
-    config = MemoirConfig().override(**dict(o.split("=", 1) for o in args.overrides))
-    editor = MemoirEditor(loaded.model, loaded.tokenizer, config)
-    editor.prepare([r.irrelevant for r in stream if r.irrelevant])
-    editor.check_requests(stream)
+    try:
+        if any("=" not in o for o in args.overrides):
+            raise EditkitError(f"--set takes KEY=VALUE, not {next(o for o in args.overrides if '=' not in o)!r}")
+        config = MemoirConfig().override(**dict(o.split("=", 1) for o in args.overrides))
+        stream = make_stream(load_requests(args.data), args.num_edits, start=args.start).requests
+        loaded = load_model(args.model)
+        editor = MemoirEditor(loaded.model, loaded.tokenizer, config)
+        editor.prepare([r.irrelevant for r in stream if r.irrelevant])
+        editor.check_requests(stream)
+    except EditkitError as exc:  # the CLI's one line and exit code 2, not a traceback
+        print(f"routing_check: error: {exc}", file=sys.stderr)
+        sys.exit(2)
     editor.remember(stream)
 
     rephrases = [(editor.edit_rows[i], q) for i, r in enumerate(stream) for q in r.rephrases]

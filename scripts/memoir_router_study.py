@@ -1,0 +1,172 @@
+"""Routing variants of ``memoir+`` that are not options, compared on a dev slice before any training.
+
+    python scripts/memoir_router_study.py --data DATA [--start S] [--num-edits N] [--threads 1]
+
+``memoir+``'s router (rerank + subject check) is evaluated with the editor's own tables, without and with
+the per-edit calibration of the subject margin (``subject_calibrate``, on in ``memoir+`` since this study),
+then the variants this study asked about (docs/tuning/memoir-plus.md, "Router variants"):
+
+- **a larger global margin** of the subject check (``subject_margin``);
+- **the calibration without its margin**: the query must beat the edit's best stand-in (its own score
+  ``cos(s_i, f_j) − cos(s_i, r_j^{−i})`` against the relation of the other stand-ins) but by nothing more;
+- **real stand-ins**: the subjects of earlier edits with the same prompt template (the stream's own
+  same-relation entities, online: never a later request), topped up with the fixed names;
+- **a subject-token check**: the edit prompt's activation at its subject's last token (decentred, unit)
+  is stored, and a query must hold a prompt token within a cosine of it;
+- **lower τ / rerank_tau**: more candidates for the cosine and the subject check to sort.
+
+Routing depends only on what is stored per edit, so no edit is trained (as ``routing_check``). Prints, per
+variant, the share of rephrases routed (and routed to their own edit), of locality prompts routed, and how
+many of the scored prompts (edit prompts, rephrases, locality prompts) change their decision against the
+first row: where none does, a trained run scores exactly the same under either.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from editkit.batching import encode
+from editkit.data import load_requests
+from editkit.evaluation.streams import make_stream
+from editkit.locate.subjects import subject_last_index
+from editkit.methods.memoir import MemoirEditor
+from editkit.methods.memoir.subjects import SWAP_SUBJECTS, SubjectTable, stand_in_floor, swapped_prompts
+from editkit.methods.memoir.tophash import aggregate, pack, top_k_masks
+from editkit.models import load_model
+from editkit.registry import get_editor_spec
+from editkit.requests import EditRequest
+
+_BATCH = 16
+
+
+class Queries:
+    """Per query prompt: mask overlaps with every stored row, unit pooled feature, unit decentred token
+    activations (over its prompt positions)."""
+
+    def __init__(self, editor: MemoirEditor, prompts: list[str]):
+        cfg = editor.config
+        background = editor._ensure_background()
+        overlaps, pooled, self.tokens = [], [], []
+        with torch.no_grad():
+            for start in range(0, len(prompts), _BATCH):
+                batch = encode(editor.tokenizer, prompts[start : start + _BATCH], device=editor.device)
+                acts = editor.split.module_inputs(batch)
+                features = torch.nan_to_num(aggregate(acts, batch.prompt_mask, cfg.aggregation, background))
+                overlaps.append(editor.database.overlaps(pack(top_k_masks(features, editor.k, editor.permutation))))
+                pooled.append(torch.nan_to_num(aggregate(acts, batch.prompt_mask, cfg.rerank_feature, background)).cpu())
+                units = F.normalize(acts.float() - background, dim=-1).cpu()
+                self.tokens += [units[row][batch.prompt_mask[row].cpu()] for row in range(len(units))]
+        self.overlaps, self.pooled = np.concatenate(overlaps), torch.cat(pooled)
+
+
+def token_vector(editor: MemoirEditor, request: EditRequest) -> torch.Tensor:
+    """The edit prompt's decentred activation at its subject's last token, unit-normalised."""
+    batch = encode(editor.tokenizer, [request.prompt], device=editor.device)
+    with torch.no_grad():
+        acts = editor.split.module_inputs(batch)[0].float() - editor._ensure_background()
+    return F.normalize(acts[subject_last_index(editor.tokenizer, request.prompt, request.subject)].cpu(), dim=0)
+
+
+def real_stand_ins(stream: list[EditRequest], count: int) -> list[list[str]]:
+    """Per edit: its prompt with the subject swapped for earlier edits' subjects of the same template
+    (newest first), topped up with the fixed stand-ins."""
+    seen: list[tuple[str, str]] = []
+    out = []
+    for request in stream:
+        subject = request.subject or ""
+        template = request.prompt.replace(subject, "{}")
+        names = list(dict.fromkeys(s for s, t in reversed(seen) if t == template and s != subject))[:count]
+        names += [n for n in SWAP_SUBJECTS if n != subject and n not in names][: count - len(names)]
+        out.append([request.prompt.replace(subject, n) for n in names])
+        seen.append((subject, template))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="zsre-dev")
+    parser.add_argument("--start", type=int, default=0)
+    parser.add_argument("--num-edits", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    loaded = load_model(None)
+    stream = make_stream(load_requests(args.data), args.num_edits, start=args.start).requests
+    spec = get_editor_spec("memoir+")
+    editor: MemoirEditor = spec.build(loaded.model, loaded.tokenizer, spec.make_config(subject_calibrate=False))
+    cfg = editor.config
+    editor.prepare([r.irrelevant for r in stream if r.irrelevant])
+    editor.check_requests(stream)
+    editor.remember(stream)
+    assert editor.features is not None and editor.subjects is not None
+    first_edit = {}  # database row -> the first edit that stored it (the one whose tables it holds)
+    for index, row in enumerate(editor.edit_rows):
+        first_edit.setdefault(row, index)
+    edits = [stream[first_edit[row]] for row in range(len(editor.database))]
+
+    # per stored row: the calibrated table (as memoir+ builds it), the best stand-in's score unclipped, the
+    # real stand-ins' relation
+    calibrated, real = SubjectTable(editor.width, calibrated=True), SubjectTable(editor.width)
+    best = np.zeros(len(edits))
+    real_prompts = real_stand_ins(edits, cfg.subject_swaps)
+    for row, request in enumerate(edits):
+        own = editor.features.matrix[row]
+        swapped = editor.prompt_features(swapped_prompts(request, cfg.subject_swaps), together=True)[cfg.rerank_feature].cpu()
+        calibrated.add(own, swapped)
+        best[row] = float(stand_in_floor(own, swapped))
+        real.add(own, editor.prompt_features(real_prompts[row], together=True)[cfg.rerank_feature])
+    subject_tokens = torch.stack([token_vector(editor, r) for r in edits])
+    gaps = editor.subjects.gaps.double().numpy()
+
+    owners = np.array([editor.edit_rows[i] for i, r in enumerate(stream) for _ in r.rephrases])
+    edit_prompts = Queries(editor, [r.prompt for r in stream])
+    rephrases = Queries(editor, [q for r in stream for q in r.rephrases])
+    locality = Queries(editor, [p for r in stream for p, _ in r.locality])
+
+    Rule = Callable[[Queries], tuple[np.ndarray, np.ndarray]]
+
+    def rule(tau: float = cfg.tau, rerank_tau: float = cfg.rerank_tau, margin: float = cfg.subject_margin,
+             table: SubjectTable = editor.subjects, per_edit: np.ndarray | None = None, token: float | None = None) -> Rule:
+        def decide(queries: Queries) -> tuple[np.ndarray, np.ndarray]:
+            rows, cosines, found = editor.features.rerank(queries.overlaps, queries.pooled, tau * editor.k, cfg.rerank_candidates, editor.k)
+            chosen = np.where(found, rows, -1)
+            on = found & (cosines >= rerank_tau) & (table.margins(chosen, queries.pooled, cosines, margin) >= 0)
+            if per_edit is not None:  # a query must beat the edit's best stand-in, by nothing more
+                on &= table.margins(chosen, queries.pooled, cosines, 0.0) >= np.minimum(per_edit[np.maximum(chosen, 0)], gaps[np.maximum(chosen, 0)] / 2)
+            if token is not None:
+                sims = np.array([float((queries.tokens[q] @ subject_tokens[max(r, 0)]).max()) for q, r in enumerate(chosen)])
+                on &= sims >= token
+            return on, chosen
+
+        return decide
+
+    variants: dict[str, Rule] = {
+        f"memoir+ uncalibrated (tau {cfg.tau}, rerank_tau {cfg.rerank_tau}, margin {cfg.subject_margin})": rule(),
+        "memoir+ (calibrated: margin + best stand-in)": rule(table=calibrated),
+        "margin .05": rule(margin=0.05),
+        "margin .10": rule(margin=0.10),
+        "best stand-in, no margin": rule(margin=0.0, per_edit=best),
+        "real stand-ins (earlier same-template subjects)": rule(table=real),
+        **{f"subject token cos >= {t}": rule(token=t) for t in (0.6, 0.7, 0.8)},
+        **{f"tau {t}, rerank_tau {rt}": rule(tau=t, rerank_tau=rt) for t in (0.4, 0.45) for rt in (0.4, 0.5)},
+    }
+    print(f"{len(stream)} edits from {args.data} (start {args.start}): {len(owners)} rephrases, {len(locality.tokens)} locality prompts")
+    print("| variant | edit prompts on | rephrases on | ... to their own edit | locality on | decisions changed |\n|---|---|---|---|---|---|")
+    reference = None
+    for name, decide in variants.items():
+        decisions = [decide(queries) for queries in (edit_prompts, rephrases, locality)]
+        flat = np.concatenate([on for on, _ in decisions])
+        reference = flat if reference is None else reference
+        (edits_on, _), (on, chosen), (outside, _) = decisions
+        print(f"| {name} | {edits_on.mean():.3f} | {on.mean():.3f} | {(on & (chosen == owners)).mean():.3f} | {outside.mean():.3f} | {int((flat != reference).sum())} |")
+
+
+if __name__ == "__main__":
+    main()
