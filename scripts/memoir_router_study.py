@@ -150,6 +150,7 @@ def main() -> None:
     variants: dict[str, Rule] = {
         f"memoir+ uncalibrated (tau {cfg.tau}, rerank_tau {cfg.rerank_tau}, margin {cfg.subject_margin})": rule(),
         "memoir+ (calibrated: margin + best stand-in)": rule(table=calibrated),
+        **{f"calibrated, margin {m:.2f}": rule(table=calibrated, margin=m) for m in (0.04, 0.08)},
         "margin .05": rule(margin=0.05),
         "margin .10": rule(margin=0.10),
         "best stand-in, no margin": rule(margin=0.0, per_edit=best),
