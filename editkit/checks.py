@@ -6,8 +6,16 @@ import math
 
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, EditkitError
 from .layers import down_proj_path, scaled_layer
+
+
+def split_pair(item: str, option: str = "--set", form: str = "KEY=VALUE") -> tuple[str, str]:
+    """``KEY=VALUE`` (or another ``form``) of a command-line option as (key, value); one-line error otherwise."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise EditkitError(f"{option} {item}: expected {form}")
+    return key.strip(), value
 
 
 def is_number(value: object) -> bool:

@@ -16,6 +16,7 @@ import click
 from click.core import ParameterSource
 
 from .api import DEFAULT_DATA, DEFAULT_NUM_EDITS
+from .checks import split_pair
 from .errors import EditkitError
 from .evaluation.rundir import RunDirectory
 
@@ -121,12 +122,12 @@ def compare(ctx: click.Context, methods: str, overrides: tuple[str, ...], hparam
     per_method: dict[str, dict[str, Any]] = {n: {} for n in names}
     files: dict[str, Path] = {}
     for item in hparams_files:
-        method, file = _split_pair(item, "--hparams", "METHOD=FILE")
+        method, file = split_pair(item, "--hparams", "METHOD=FILE")
         if method not in per_method:
             raise EditkitError(f"--hparams {item}: use METHOD=FILE with METHOD one of {', '.join(names)}")
         files[method] = Path(file)
     for item in overrides:
-        key, value = _split_pair(item)
+        key, value = split_pair(item)
         method, _, field = key.partition(".")
         if not field or method not in per_method:
             raise EditkitError(f"--set {item}: use METHOD.KEY=VALUE with METHOD one of {', '.join(names)}")
@@ -164,7 +165,7 @@ def run(ctx: click.Context, method: str, overrides: tuple[str, ...], hparams_fil
         raise EditkitError("missing METHOD: editkit run METHOD [options] (see 'editkit methods')")
     get_editor_spec(method)  # an unknown method before a malformed --set
     config = api.RunConfig(
-        method=api.MethodChoice(method, dict(_split_pair(o) for o in overrides), hparams_file),
+        method=api.MethodChoice(method, dict(split_pair(o) for o in overrides), hparams_file),
         setup=api.setup_from_params(opts),
         out=opts["resume"] if opts["resume"] is not None else opts["out"],
         overwrite=opts["overwrite"],
@@ -231,13 +232,6 @@ def tune(ctx: click.Context, method: str, grid_items: tuple[str, ...], dev_slice
     result = run_tune(method, grid, dev, test, criterion, opts, lambda o, runs: api.prepare_configs("tune", o, runs, invocation))
     click.echo(render_dev_scores(result, criterion), nl=False)
     finish(result.test_rows, result.out)
-
-
-def _split_pair(item: str, option: str = "--set", form: str = "KEY=VALUE") -> tuple[str, str]:
-    key, sep, value = item.partition("=")
-    if not sep or not key.strip():
-        raise EditkitError(f"{option} {item}: expected {form}")
-    return key.strip(), value
 
 
 @cli.command()

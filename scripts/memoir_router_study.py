@@ -35,7 +35,7 @@ from editkit.data import load_requests
 from editkit.evaluation.streams import make_stream
 from editkit.locate.subjects import subject_last_index
 from editkit.methods.memoir import MemoirEditor
-from editkit.methods.memoir.subjects import SWAP_SUBJECTS, SubjectTable, stand_in_floor, swapped_prompts
+from editkit.methods.memoir.subjects import SWAP_SUBJECTS, SubjectTable, swapped_prompts
 from editkit.methods.memoir.tophash import aggregate, pack, top_k_masks
 from editkit.models import load_model
 from editkit.registry import get_editor_spec
@@ -111,19 +111,14 @@ def main() -> None:
         first_edit.setdefault(row, index)
     edits = [stream[first_edit[row]] for row in range(len(editor.database))]
 
-    # per stored row: the calibrated table (as memoir+ builds it), the best stand-in's score unclipped, the
-    # real stand-ins' relation
+    # per stored row: the calibrated table (as memoir+ builds it) and the real stand-ins' relation
     calibrated, real = SubjectTable(editor.width, calibrated=True), SubjectTable(editor.width)
-    best = np.zeros(len(edits))
     real_prompts = real_stand_ins(edits, cfg.subject_swaps)
     for row, request in enumerate(edits):
         own = editor.features.matrix[row]
-        swapped = editor.prompt_features(swapped_prompts(request, cfg.subject_swaps), together=True)[cfg.rerank_feature].cpu()
-        calibrated.add(own, swapped)
-        best[row] = float(stand_in_floor(own, swapped))
+        calibrated.add(own, editor.prompt_features(swapped_prompts(request, cfg.subject_swaps), together=True)[cfg.rerank_feature])
         real.add(own, editor.prompt_features(real_prompts[row], together=True)[cfg.rerank_feature])
     subject_tokens = torch.stack([token_vector(editor, r) for r in edits])
-    gaps = editor.subjects.gaps.double().numpy()
 
     owners = np.array([editor.edit_rows[i] for i, r in enumerate(stream) for _ in r.rephrases])
     edit_prompts = Queries(editor, [r.prompt for r in stream])
@@ -133,13 +128,11 @@ def main() -> None:
     Rule = Callable[[Queries], tuple[np.ndarray, np.ndarray]]
 
     def rule(tau: float = cfg.tau, rerank_tau: float = cfg.rerank_tau, margin: float = cfg.subject_margin,
-             table: SubjectTable = editor.subjects, per_edit: np.ndarray | None = None, token: float | None = None) -> Rule:
+             table: SubjectTable = editor.subjects, token: float | None = None) -> Rule:
         def decide(queries: Queries) -> tuple[np.ndarray, np.ndarray]:
             rows, cosines, found = editor.features.rerank(queries.overlaps, queries.pooled, tau * editor.k, cfg.rerank_candidates, editor.k)
             chosen = np.where(found, rows, -1)
             on = found & (cosines >= rerank_tau) & (table.margins(chosen, queries.pooled, cosines, margin) >= 0)
-            if per_edit is not None:  # a query must beat the edit's best stand-in, by nothing more
-                on &= table.margins(chosen, queries.pooled, cosines, 0.0) >= np.minimum(per_edit[np.maximum(chosen, 0)], gaps[np.maximum(chosen, 0)] / 2)
             if token is not None:
                 sims = np.array([float((queries.tokens[q] @ subject_tokens[max(r, 0)]).max()) for q, r in enumerate(chosen)])
                 on &= sims >= token
@@ -153,7 +146,7 @@ def main() -> None:
         **{f"calibrated, margin {m:.2f}": rule(table=calibrated, margin=m) for m in (0.04, 0.08)},
         "margin .05": rule(margin=0.05),
         "margin .10": rule(margin=0.10),
-        "best stand-in, no margin": rule(margin=0.0, per_edit=best),
+        "best stand-in, no margin": rule(table=calibrated, margin=0.0),
         "real stand-ins (earlier same-template subjects)": rule(table=real),
         **{f"subject token cos >= {t}": rule(token=t) for t in (0.6, 0.7, 0.8)},
         **{f"tau {t}, rerank_tau {rt}": rule(tau=t, rerank_tau=rt) for t in (0.4, 0.45) for rt in (0.4, 0.5)},

@@ -20,6 +20,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from editkit.batching import encode
+from editkit.checks import split_pair
 from editkit.data import load_requests
 from editkit.errors import EditkitError
 from editkit.evaluation.streams import make_stream
@@ -55,9 +56,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     try:
-        if any("=" not in o for o in args.overrides):
-            raise EditkitError(f"--set takes KEY=VALUE, not {next(o for o in args.overrides if '=' not in o)!r}")
-        config = MemoirConfig().override(**dict(o.split("=", 1) for o in args.overrides))
+        config = MemoirConfig().override(**dict(split_pair(o) for o in args.overrides))
         stream = make_stream(load_requests(args.data), args.num_edits, start=args.start).requests
         loaded = load_model(args.model)
         editor = MemoirEditor(loaded.model, loaded.tokenizer, config)

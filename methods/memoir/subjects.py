@@ -95,7 +95,8 @@ class SubjectTable:
 
     @property
     def state_keys(self) -> set[str]:
-        return {"subject_relations", "subject_gaps"} | ({"subject_floors"} if self.calibrated else set())
+        """The tensors :meth:`state` saves and :meth:`load` needs."""
+        return set(self.state())
 
     def load(self, tensors: dict[str, torch.Tensor], stored: int) -> None:
         relations, gaps = tensors["subject_relations"], tensors["subject_gaps"]
