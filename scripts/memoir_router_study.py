@@ -36,7 +36,6 @@ from editkit.evaluation.streams import make_stream
 from editkit.locate.subjects import subject_last_index
 from editkit.methods.memoir import MemoirEditor
 from editkit.methods.memoir.subjects import SWAP_SUBJECTS, SubjectTable, swapped_prompts
-from editkit.methods.memoir.tophash import aggregate, pack, top_k_masks
 from editkit.models import load_model
 from editkit.registry import get_editor_spec
 from editkit.requests import EditRequest
@@ -49,16 +48,15 @@ class Queries:
     activations (over its prompt positions)."""
 
     def __init__(self, editor: MemoirEditor, prompts: list[str]):
-        cfg = editor.config
         background = editor._ensure_background()
         overlaps, pooled, self.tokens = [], [], []
         with torch.no_grad():
             for start in range(0, len(prompts), _BATCH):
                 batch = encode(editor.tokenizer, prompts[start : start + _BATCH], device=editor.device)
                 acts = editor.split.module_inputs(batch)
-                features = torch.nan_to_num(aggregate(acts, batch.prompt_mask, cfg.aggregation, background))
-                overlaps.append(editor.database.overlaps(pack(top_k_masks(features, editor.k, editor.permutation))))
-                pooled.append(torch.nan_to_num(aggregate(acts, batch.prompt_mask, cfg.rerank_feature, background)).cpu())
+                _, masks, features = editor.query_features(acts, batch.prompt_mask)
+                overlaps.append(editor.database.overlaps(masks))
+                pooled.append(features.cpu())
                 units = F.normalize(acts.float() - background, dim=-1).cpu()
                 self.tokens += [units[row][batch.prompt_mask[row].cpu()] for row in range(len(units))]
         self.overlaps, self.pooled = np.concatenate(overlaps), torch.cat(pooled)

@@ -437,6 +437,22 @@ class MemoirEditor(ModuleEditor):
         """[len(prompts), D] bool TopHash masks of plain prompts (each computed alone, memory off)."""
         return self._masks(self.prompt_features(prompts)[self.config.aggregation])
 
+    def query_features(self, acts: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None]:
+        """What routing reads from a batch of queries: which rows have prompt tokens, their packed TopHash
+        masks, and (with ``router = rerank``) their pooled ``rerank_feature`` (NaN rows zeroed).
+
+        Split from :meth:`_best_overlaps` so that studies of other decision rules (scripts/) pool and mask
+        queries exactly as the editor does."""
+        cfg: MemoirConfig = self.config
+        background = self._ensure_background()
+        features = aggregate(acts, prompt_mask, cfg.aggregation, background)
+        valid = ~torch.isnan(features).any(dim=1).cpu().numpy()
+        masks = pack(top_k_masks(torch.nan_to_num(features), self.k, self.permutation))
+        if self.features is None:
+            return valid, masks, None
+        pooled = features if cfg.rerank_feature == cfg.aggregation else aggregate(acts, prompt_mask, cfg.rerank_feature, background)
+        return valid, masks, torch.nan_to_num(pooled)
+
     def _best_overlaps(self, acts: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float]:
         """Per row: the stored row it would read and its in-scope score, plus the threshold (score ≥
         threshold ⇔ the memory is on). ``overlap``: the best-overlapping mask, overlap / k, τ. ``rerank``:
@@ -449,15 +465,10 @@ class MemoirEditor(ModuleEditor):
         The one place a query meets the database, so the routing decision and the scores reported by
         :meth:`routing_scores` can never disagree."""
         cfg: MemoirConfig = self.config
-        background = self._ensure_background()
-        features = aggregate(acts, prompt_mask, cfg.aggregation, background)
-        valid = ~torch.isnan(features).any(dim=1).cpu().numpy()
-        queries = pack(top_k_masks(torch.nan_to_num(features), self.k, self.permutation))
-        if self.features is None:
+        valid, queries, pooled = self.query_features(acts, prompt_mask)
+        if pooled is None:
             best_rows, overlaps = self.database.best(queries)
             return best_rows, np.where(valid, overlaps / self.k, -1.0), cfg.tau
-        pooled = features if cfg.rerank_feature == cfg.aggregation else aggregate(acts, prompt_mask, cfg.rerank_feature, background)
-        pooled = torch.nan_to_num(pooled)
         rows, scores, found = self.features.rerank(
             self.database.overlaps(queries) if len(self.database) else np.zeros((len(queries), 0), np.uint16),
             pooled,
