@@ -149,3 +149,23 @@ def test_bundled_streams():
 @pytest.mark.skipif(not SHARED_ZSRE.is_file(), reason="shared ZsRE file not present")
 def test_bundled_default_equals_the_zsre_file_prefix():
     assert make_stream(load_requests("default"), 300).hash == make_stream(load_requests(SHARED_ZSRE), 300).hash
+
+
+def test_contested_edits_of_the_bundled_streams_and_their_script(tmp_path):
+    """The counts README quotes, and the script that prints them (with a run of another stream refused)."""
+    import subprocess
+    import sys
+
+    from editkit.evaluation.streams import contested_edits
+
+    assert len(contested_edits(load_requests("default"))) == 117
+    assert len(contested_edits(load_requests("zsre-dev"))) == 8
+    script = Path(__file__).resolve().parents[1] / "scripts" / "contested_edits.py"
+    done = subprocess.run([sys.executable, str(script), "--data", "zsre-dev"], capture_output=True, text=True)
+    assert done.returncode == 0 and "8 of 37 edits contested" in done.stdout
+    run = tmp_path / "run"
+    run.mkdir()
+    row = {"method": "m", "step": 1, "metric": "reliability", "scorer": "tf", "mean": 1.0, "n": 1, "model": "x", "dataset": "d", "stream": "0" * 64, "schedule": "final"}
+    (run / "summary.json").write_text(json.dumps([row]))
+    done = subprocess.run([sys.executable, str(script), "--data", "zsre-dev", str(run)], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "not on this one" in done.stderr, done.stderr

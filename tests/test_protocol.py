@@ -67,6 +67,34 @@ def test_stream_hash_depends_on_content_and_order():
     assert stream_hash(reqs) != stream_hash(changed)
 
 
+def test_contested_edits_are_subjects_given_two_targets():
+    from editkit.evaluation.streams import contested_edits
+
+    reqs = [
+        EditRequest("a", "Where is Foo?", "Paris", subject="Foo"),
+        EditRequest("b", "In which city is foo?", " paris ", subject="foo "),  # same subject and target, folded
+        EditRequest("c", "What is Bar?", "red", subject="Bar"),
+        EditRequest("d", "Bar is what?", "blue", subject="Bar"),
+        EditRequest("e", "What is Baz?", "green"),  # no subject: never contested
+        EditRequest("f", "What is Baz?", "grey"),
+    ]
+    assert contested_edits(reqs) == {"c", "d"}
+    assert contested_edits(reqs[:3]) == frozenset()
+
+
+def test_locality_in_reach_names_other_edits_subjects_as_whole_words():
+    from editkit.evaluation.streams import locality_in_reach
+
+    reqs = [
+        EditRequest("a", "Foo Bar lives in", "Rome", locality=[("Foo Bar Baz lives in", "Oslo"), ("Qux lives in", "Lima")], subject="Foo Bar"),
+        EditRequest("b", "Qux lives in", "Kyiv", locality=[("Quxley lives in", "Bonn")], subject="Qux"),
+        EditRequest("c", "Foo Bar Baz lives in", "Nice", locality=[("Foo Bar lives in", "Rome")], subject="Foo Bar Baz"),
+    ]
+    # a's first prompt names c's subject (the longest match wins over its own), its second b's; "Quxley" is not "Qux"
+    assert locality_in_reach(reqs) == {"a": ((0, "Foo Bar Baz"), (1, "Qux")), "c": ((0, "Foo Bar"),)}
+    assert locality_in_reach([EditRequest("x", "p", "t", locality=[("p", "q")])]) == {}
+
+
 def test_make_stream_first_n_and_seeded_shuffle():
     reqs = requests(10)
     assert [r.id for r in make_stream(reqs, 3).requests] == ["0", "1", "2"]

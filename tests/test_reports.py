@@ -276,6 +276,20 @@ def test_retention_of_the_first_k_edits(compare_dir):
     ]
 
 
+def test_split_by_edits_uses_the_last_checkpoint(compare_dir):
+    from editkit.reports.curves import split_by_edits
+
+    run = build_report([compare_dir]).series[1].run
+    last = max(cp.step for cp in Schedule.parse("every:2").plan(N))
+    per_edit = {f"e{i}": value(0.3, last, i, "generalization", "gen") for i in range(N)}
+    (inside, n_in), (outside, n_out) = split_by_edits(run, "gen", "generalization", frozenset({"e1", "e4"}))
+    assert (n_in, n_out) == (2, N - 2)
+    assert inside == pytest.approx((per_edit["e1"] + per_edit["e4"]) / 2)
+    assert outside == pytest.approx(sum(v for k, v in per_edit.items() if k not in {"e1", "e4"}) / (N - 2))
+    (none_in, zero), _ = split_by_edits(run, "gen", "generalization", frozenset())
+    assert zero == 0 and none_in != none_in  # an empty side is NaN, not 0
+
+
 def test_styles_are_fixed_per_method_and_the_reference_is_grey(tmp_path):
     from editkit.reports.style import BASELINE_COLOUR, OKABE_ITO, styles
 
