@@ -97,9 +97,11 @@ def contested_edits(requests: Sequence[EditRequest]) -> frozenset[str]:
     return frozenset(r.id for r in requests if r.subject and r.subject.strip() and len(targets[_folded(r.subject)]) > 1)
 
 
-def locality_in_reach(requests: Sequence[EditRequest]) -> dict[str, tuple[tuple[int, str], ...]]:
+def locality_in_reach(requests: Sequence[EditRequest], stored: int | None = None) -> dict[str, tuple[tuple[int, str], ...]]:
     """Per edit id, the locality prompts (their index, and the subject named) that name the subject of
-    another edit of the stream, as a whole word; edits without any are left out.
+    another edit of the stream, as a whole word; edits without any are left out. With ``stored``, only the
+    first ``stored`` edits' subjects count (what is edited at that checkpoint; a schedule scores the whole
+    stream's locality set at every checkpoint).
 
     A locality prompt is meant to be out of every edit's scope, but CounterFact's are other subjects
     with the edit's relation, and on a long stream those subjects get edits of their own: on the
@@ -108,7 +110,7 @@ def locality_in_reach(requests: Sequence[EditRequest]) -> dict[str, tuple[tuple[
     is the locality answer). An editor that applies the other edit fails such a prompt by design;
     ``scripts/contested_edits.py`` counts them and splits locality over them.
     """
-    subjects = {r.subject.strip() for r in requests if r.subject and r.subject.strip()}
+    subjects = {r.subject.strip() for r in requests[:stored] if r.subject and r.subject.strip()}
     if not subjects:
         return {}
     names = sorted(subjects, key=len, reverse=True)  # the longest subject a prompt names wins

@@ -55,19 +55,24 @@ def position_curve(run: MethodRun, scorer: str, metric: str, bins: int = 10) -> 
     return [(sum(p for p, _ in g) / len(g), sum(v for _, v in g) / len(g)) for g in groups]
 
 
-def split_by_edits(run: MethodRun, scorer: str, metric: str, ids: frozenset[str]) -> tuple[tuple[float, int], tuple[float, int]] | None:
-    """The last checkpoint's mean of a per-edit metric over the edits in ``ids`` and over the rest, each
-    as (mean, edits); a side with no edits has mean NaN. How a stream property (such as the contested
-    edits of :func:`editkit.evaluation.streams.contested_edits`) splits a score. None without
-    ``results.jsonl``."""
+def split_by_edits(
+    run: MethodRun, scorer: str, metric: str, ids: frozenset[str], step: int | None = None
+) -> tuple[tuple[float, int], tuple[float, int]] | None:
+    """A checkpoint's (the last, or ``step``) mean of a per-edit metric over the edits in ``ids`` and over
+    the rest, each as (mean, edits); a side with no edits has mean NaN. How a stream property (such as the
+    contested edits of :func:`editkit.evaluation.streams.contested_edits`) splits a score. None without
+    ``results.jsonl`` or without rows at that step."""
     if run.results is None:
         return None
     rows = [r for r in run.results if r["scorer"] == scorer and r["metric"] == metric]
     if not rows:
         return None
-    last = max(int(r["step"]) for r in rows)
-    inside = [float(r["value"]) for r in rows if int(r["step"]) == last and r["edit_id"] in ids]
-    outside = [float(r["value"]) for r in rows if int(r["step"]) == last and r["edit_id"] not in ids]
+    at = max(int(r["step"]) for r in rows) if step is None else step
+    rows = [r for r in rows if int(r["step"]) == at]
+    if not rows:
+        return None
+    inside = [float(r["value"]) for r in rows if r["edit_id"] in ids]
+    outside = [float(r["value"]) for r in rows if r["edit_id"] not in ids]
     mean = lambda v: sum(v) / len(v) if v else float("nan")  # noqa: E731
     return (mean(inside), len(inside)), (mean(outside), len(outside))
 
