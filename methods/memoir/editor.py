@@ -190,7 +190,7 @@ class MemoirEditor(ModuleEditor):
         prefixes = self._ensure_prefixes()
         batch = self.training_batch(request, prefixed(request.prompt, prefixes))
         features = self.prompt_features([request.prompt])
-        mask = self._masks(features[cfg.aggregation])[0]
+        mask = self._masks(features[cfg.aggregation])[1][0]
         channels = torch.nonzero(mask).flatten()
         protected = self.keys.protected(channels) if self.keys is not None else None
 
@@ -250,7 +250,7 @@ class MemoirEditor(ModuleEditor):
         (``routing_check``)."""
         features = self.prompt_features([r.prompt for r in requests])
         pooled = features.get(self.config.rerank_feature, features[self.config.aggregation])
-        for mask, feature, request in zip(self._masks(features[self.config.aggregation]), pooled, requests):
+        for mask, feature, request in zip(self._masks(features[self.config.aggregation])[1], pooled, requests):
             self._store(mask, feature, request)
 
     def _plain_keys(self, plain: PromptBatch, lower: LowerPart | None) -> torch.Tensor:
@@ -428,14 +428,15 @@ class MemoirEditor(ModuleEditor):
                 rows[mode].append(aggregate(acts, batch.prompt_mask, mode, background))
         return {mode: torch.cat(found) for mode, found in rows.items()}
 
-    def _masks(self, features: torch.Tensor) -> torch.Tensor:
-        """TopHash masks of pooled features; a NaN row (no prompt token) gives the empty mask."""
-        valid = ~torch.isnan(features).any(dim=1, keepdim=True)
-        return top_k_masks(torch.nan_to_num(features), self.k, self.permutation) & valid
+    def _masks(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which rows of pooled features are valid, and their TopHash masks; a NaN row (no prompt token)
+        is invalid and gets the empty mask, which overlaps nothing."""
+        valid = ~torch.isnan(features).any(dim=1)
+        return valid, top_k_masks(torch.nan_to_num(features), self.k, self.permutation) & valid[:, None]
 
     def prompt_masks(self, prompts: Sequence[str]) -> torch.Tensor:
         """[len(prompts), D] bool TopHash masks of plain prompts (each computed alone, memory off)."""
-        return self._masks(self.prompt_features(prompts)[self.config.aggregation])
+        return self._masks(self.prompt_features(prompts)[self.config.aggregation])[1]
 
     def query_features(self, acts: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None]:
         """What routing reads from a batch of queries: which rows have prompt tokens, their packed TopHash
@@ -446,8 +447,8 @@ class MemoirEditor(ModuleEditor):
         cfg: MemoirConfig = self.config
         background = self._ensure_background()
         features = aggregate(acts, prompt_mask, cfg.aggregation, background)
-        valid = ~torch.isnan(features).any(dim=1).cpu().numpy()
-        masks = pack(top_k_masks(torch.nan_to_num(features), self.k, self.permutation))
+        valid, masks = self._masks(features)
+        valid, masks = valid.cpu().numpy(), pack(masks)
         if self.features is None:
             return valid, masks, None
         pooled = features if cfg.rerank_feature == cfg.aggregation else aggregate(acts, prompt_mask, cfg.rerank_feature, background)
