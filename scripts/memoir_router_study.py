@@ -19,6 +19,9 @@ Routing depends only on what is stored per edit, so no edit is trained (as ``rou
 variant, the share of rephrases routed (and routed to their own edit), of locality prompts routed, and how
 many of the scored prompts (edit prompts, rephrases, locality prompts) change their decision against the
 first row: where none does, a trained run scores exactly the same under either.
+
+``--misroutes`` prints instead which rephrases reach another edit than their own under memoir+'s re-rank,
+and whether that edit has the same subject and another target (docs/tuning/memoir-plus.md, "Siblings").
 """
 
 from __future__ import annotations
@@ -85,12 +88,36 @@ def real_stand_ins(stream: list[EditRequest], count: int) -> list[list[str]]:
     return out
 
 
+def _folded(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def misroutes(editor: MemoirEditor, stream: list[EditRequest], edits: list[EditRequest]) -> None:
+    """The rephrases whose chosen edit (the re-ranked candidate, memory on or not) is not their own: how many
+    reach an edit of the same subject, how many of those give another answer, how many are word for word
+    that edit's prompt; then each one, with both edits' prompts and targets."""
+    cfg = editor.config
+    owners = [(editor.edit_rows[i], r) for i, r in enumerate(stream) for _ in r.rephrases]
+    questions = [q for r in stream for q in r.rephrases]
+    queries = Queries(editor, questions)
+    rows, _, _ = editor.features.rerank(queries.overlaps, queries.pooled, cfg.tau * editor.k, cfg.rerank_candidates, editor.k)
+    wrong = [(q, own, edits[row]) for q, (row_own, own), row in zip(questions, owners, rows) if row >= 0 and row != row_own]
+    same = [(q, own, other) for q, own, other in wrong if _folded(own.subject or "") == _folded(other.subject or "")]
+    answer = [(q, own, other) for q, own, other in same if _folded(own.target) != _folded(other.target)]
+    verbatim = [(q, own, other) for q, own, other in answer if _folded(q) == _folded(other.prompt)]
+    print(f"{len(questions)} rephrases; {len(wrong)} reach another edit than their own, {len(same)} of them an edit of the same subject, "
+          f"{len(answer)} of those with another target, {len(verbatim)} of those word for word its prompt")
+    for q, own, other in wrong:
+        print(f"- {q!r}\n    own:     {own.prompt!r} -> {own.target!r}\n    reached: {other.prompt!r} -> {other.target!r}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="zsre-dev")
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--num-edits", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--misroutes", action="store_true", help="instead of the variants: memoir+'s misrouted rephrases, counted and listed")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -109,6 +136,9 @@ def main() -> None:
         first_edit.setdefault(row, index)
     edits = [stream[first_edit[row]] for row in range(len(editor.database))]
 
+    if args.misroutes:
+        misroutes(editor, stream, edits)
+        return
     # per stored row: the calibrated table (as memoir+ builds it) and the real stand-ins' relation
     calibrated, real = SubjectTable(editor.width, calibrated=True), SubjectTable(editor.width)
     real_prompts = real_stand_ins(edits, cfg.subject_swaps)
