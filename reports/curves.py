@@ -7,8 +7,9 @@ edits needs the per-edit rows of ``results.jsonl``, because no summary keeps a s
 from __future__ import annotations
 
 from statistics import median
+from typing import Callable
 
-from .loading import MethodRun
+from .loading import MethodRun, Row
 
 Curve = list[tuple[int, float]]  # (edits applied, value)
 
@@ -55,26 +56,40 @@ def position_curve(run: MethodRun, scorer: str, metric: str, bins: int = 10) -> 
     return [(sum(p for p, _ in g) / len(g), sum(v for _, v in g) / len(g)) for g in groups]
 
 
-def split_by_edits(
-    run: MethodRun, scorer: str, metric: str, ids: frozenset[str], step: int | None = None
-) -> tuple[tuple[float, int], tuple[float, int]] | None:
-    """A checkpoint's (the last, or ``step``) mean of a per-edit metric over the edits in ``ids`` and over
-    the rest, each as (mean, edits); a side with no edits has mean NaN. How a stream property (such as the
-    contested edits of :func:`editkit.evaluation.streams.contested_edits`) splits a score. None without
-    ``results.jsonl`` or without rows at that step."""
-    if run.results is None:
-        return None
-    rows = [r for r in run.results if r["scorer"] == scorer and r["metric"] == metric]
+Split = tuple[tuple[float, int], tuple[float, int]]  # (mean, items) inside a set of edits, and outside it
+
+
+def _split(rows: list[Row], ids: frozenset[str], step: int | None, value: Callable[[Row], float]) -> Split | None:
     if not rows:
         return None
     at = max(int(r["step"]) for r in rows) if step is None else step
     rows = [r for r in rows if int(r["step"]) == at]
     if not rows:
         return None
-    inside = [float(r["value"]) for r in rows if r["edit_id"] in ids]
-    outside = [float(r["value"]) for r in rows if r["edit_id"] not in ids]
+    inside = [value(r) for r in rows if r["edit_id"] in ids]
+    outside = [value(r) for r in rows if r["edit_id"] not in ids]
     mean = lambda v: sum(v) / len(v) if v else float("nan")  # noqa: E731
     return (mean(inside), len(inside)), (mean(outside), len(outside))
+
+
+def split_by_edits(run: MethodRun, scorer: str, metric: str, ids: frozenset[str], step: int | None = None) -> Split | None:
+    """A checkpoint's (the last, or ``step``) mean of a per-edit metric over the edits in ``ids`` and over
+    the rest, each as (mean, items); a side with no items has mean NaN. How a stream property (such as the
+    contested edits of :func:`editkit.evaluation.streams.contested_edits`) splits a score. None without
+    ``results.jsonl`` or without rows at that step."""
+    if run.results is None:
+        return None
+    rows = [r for r in run.results if r["scorer"] == scorer and r["metric"] == metric]
+    return _split(rows, ids, step, lambda r: float(r["value"]))
+
+
+def routed_by_edits(run: MethodRun, kind: str, ids: frozenset[str], step: int | None = None) -> Split | None:
+    """As :func:`split_by_edits` for the share of one kind of prompt (``edit``, ``rephrase``, ``locality``)
+    whose routing score reaches its threshold: the memory switched on. None without ``routing.jsonl``."""
+    if run.routing is None:
+        return None
+    rows = [r for r in run.routing if r["kind"] == kind]
+    return _split(rows, ids, step, lambda r: float(float(r["score"]) >= float(r["threshold"])))
 
 
 def first_checkpoint(run: MethodRun) -> int:

@@ -12,7 +12,8 @@ editor must change them.
 
 With run directories (an ``editkit run`` or ``compare`` output that kept ``results.jsonl``) it prints, per
 method and scorer, reliability and generalization over the contested edits and over the rest, and
-locality over the edits with a prompt in reach and over the rest, at the last checkpoint or at ``--step N``
+locality over the edits with a prompt in reach and over the rest (and, from ``routing.jsonl``, the share
+of those locality prompts that switch a routing method's memory on), at the last checkpoint or at ``--step N``
 (then only the first N edits count as edited, as at that checkpoint). Method-agnostic: it reads the stream
 and the results files only. Exit code 2, one line, for bad input or a run of another stream.
 """
@@ -28,7 +29,7 @@ import click
 from editkit.data import load_requests
 from editkit.errors import EditkitError
 from editkit.evaluation.streams import Stream, contested_edits, locality_in_reach, make_stream
-from editkit.reports.curves import split_by_edits
+from editkit.reports.curves import routed_by_edits, split_by_edits
 from editkit.reports.loading import MethodRun, load_directory
 from editkit.requests import EditRequest
 
@@ -77,6 +78,14 @@ def split_line(run: MethodRun, scorer: str, step: int, contested: frozenset[str]
     return "; ".join(cells)
 
 
+def routing_line(run: MethodRun, step: int, reach: frozenset[str]) -> str | None:
+    split = routed_by_edits(run, "locality", reach, step)
+    if split is None:
+        return None
+    (inside, n_in), (outside, n_out) = split
+    return f"locality prompts switching the memory on: in reach {inside:.3f} (n={n_in}) / others {outside:.3f} (n={n_out})"
+
+
 @click.command()
 @click.option("--data", required=True, help="dataset name or file, as for editkit run")
 @click.option("--start", default=0, show_default=True, help="records to skip first")
@@ -101,6 +110,9 @@ def main(data: str, start: int, num_edits: int | None, step: int | None, runs: t
                     print(f"{directory} {run.method}: its last checkpoint is step {at}; pass --step {at} to count only the edits made by then")
                 for scorer in sorted({r["scorer"] for r in run.summary}):
                     print(f"{directory} {run.method} {scorer} at step {at}: {split_line(run, scorer, at, contested, reach)}")
+                routed = routing_line(run, at, reach)
+                if routed is not None:
+                    print(f"{directory} {run.method} at step {at}: {routed}")
     except EditkitError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

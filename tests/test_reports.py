@@ -290,6 +290,20 @@ def test_split_by_edits_uses_the_last_checkpoint(compare_dir):
     assert zero == 0 and none_in != none_in  # an empty side is NaN, not 0
 
 
+def test_routed_share_split_by_edits(tmp_path):
+    from editkit.reports.curves import routed_by_edits
+
+    # e0..e3 edit/rephrase rows; e4..e7 locality rows scoring .2 .6 .7 .1 against .5
+    rows = routing_rows(N, [0.9, 0.8, 0.3, 0.7], [0.2, 0.6, 0.7, 0.1], threshold=0.5)
+    root = make_compare(tmp_path / "cmp", {"alpha": 0.3}, routing={"alpha": rows})
+    (run,) = [s.run for s in build_report([root]).series if s.run.method == "alpha"]
+    (inside, n_in), (outside, n_out) = routed_by_edits(run, "locality", frozenset({"e5", "e7"}))
+    assert (inside, n_in, outside, n_out) == (0.5, 2, 0.5, 2)
+    (inside, n_in), (outside, n_out) = routed_by_edits(run, "locality", frozenset({"e5", "e6"}))
+    assert (inside, n_in, outside, n_out) == (1.0, 2, 0.0, 2)
+    assert routed_by_edits(run, "locality", frozenset(), step=N - 1) is None  # no routing rows at that step
+
+
 def test_styles_are_fixed_per_method_and_the_reference_is_grey(tmp_path):
     from editkit.reports.style import BASELINE_COLOUR, OKABE_ITO, styles
 
