@@ -20,7 +20,8 @@ variant, the share of rephrases routed (and routed to their own edit), of locali
 many of the scored prompts (edit prompts, rephrases, locality prompts) change their decision against the
 first row: where none does, a trained run scores exactly the same under either.
 
-``--misroutes`` prints instead which rephrases reach another edit than their own under memoir+'s re-rank,
+``--margins M1,M2,...`` prints instead memoir+'s own router at those subject margins (a quick table for a
+long stream). ``--misroutes`` prints instead which rephrases reach another edit than their own under memoir+'s re-rank,
 and whether that edit has the same subject and another target (docs/tuning/memoir-plus.md, "Siblings").
 """
 
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 
 from editkit.batching import encode
 from editkit.data import load_requests
-from editkit.evaluation.streams import make_stream
+from editkit.evaluation.streams import locality_in_reach, make_stream
 from editkit.locate.subjects import subject_last_index
 from editkit.methods.memoir import MemoirEditor
 from editkit.methods.memoir.subjects import SWAP_SUBJECTS, SubjectTable, swapped_prompts
@@ -107,8 +108,38 @@ def misroutes(editor: MemoirEditor, stream: list[EditRequest], edits: list[EditR
     verbatim = [(q, own, other) for q, own, other in answer if _folded(q) == _folded(other.prompt)]
     print(f"{len(questions)} rephrases; {len(wrong)} reach another edit than their own, {len(same)} of them an edit of the same subject, "
           f"{len(answer)} of those with another target, {len(verbatim)} of those word for word its prompt")
+    # locality prompts the memory switches on, split by whether they name another edit's subject
+    reach = locality_in_reach(stream)
+    prompts = [(r.id, i, p) for r in stream for i, (p, _) in enumerate(r.locality)]
+    local = Queries(editor, [p for _, _, p in prompts])
+    rows, cosines, found = editor.features.rerank(local.overlaps, local.pooled, cfg.tau * editor.k, cfg.rerank_candidates, editor.k)
+    chosen = np.where(found, rows, -1)
+    on = found & (cosines >= cfg.rerank_tau) & (editor.subjects.margins(chosen, local.pooled, cosines, editor.subject_margin()) >= 0)
+    named = np.array([any(i == index for index, _ in reach.get(edit, ())) for edit, i, _ in prompts], dtype=bool)
+    print(f"{len(prompts)} locality prompts, {int(on.sum())} switch the memory on; {int(named.sum())} name another edit's subject, "
+          f"{int((on & named).sum())} of them on; of the {int((~named).sum())} others, {int((on & ~named).sum())} on")
     for q, own, other in wrong:
         print(f"- {q!r}\n    own:     {own.prompt!r} -> {own.target!r}\n    reached: {other.prompt!r} -> {other.target!r}")
+
+
+def margins(editor: MemoirEditor, stream: list[EditRequest], values: list[float]) -> None:
+    """memoir+'s router (calibrated subject check) at other subject margins: the share of rephrases on
+    (and on their own edit) and of locality prompts on; only the stored tables memoir+ builds itself."""
+    cfg = editor.config
+    owners = np.array([editor.edit_rows[i] for i, r in enumerate(stream) for _ in r.rephrases])
+    rephrases = Queries(editor, [q for r in stream for q in r.rephrases])
+    locality = Queries(editor, [p for r in stream for p, _ in r.locality])
+
+    def decide(queries: Queries, margin: float) -> tuple[np.ndarray, np.ndarray]:
+        rows, cosines, found = editor.features.rerank(queries.overlaps, queries.pooled, cfg.tau * editor.k, cfg.rerank_candidates, editor.k)
+        chosen = np.where(found, rows, -1)
+        return found & (cosines >= cfg.rerank_tau) & (editor.subjects.margins(chosen, queries.pooled, cosines, margin) >= 0), chosen
+
+    print(f"{len(stream)} edits: {len(owners)} rephrases, {len(locality.tokens)} locality prompts")
+    print("| subject margin (calibrated) | rephrases on | ... to their own edit | locality on |\n|---|---|---|---|")
+    for margin in values:
+        (on, chosen), (outside, _) = decide(rephrases, margin), decide(locality, margin)
+        print(f"| {margin:.3f} | {on.mean():.3f} | {(on & (chosen == owners)).mean():.3f} | {outside.mean():.3f} |")
 
 
 def main() -> None:
@@ -118,6 +149,7 @@ def main() -> None:
     parser.add_argument("--num-edits", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--misroutes", action="store_true", help="instead of the variants: memoir+'s misrouted rephrases, counted and listed")
+    parser.add_argument("--margins", default=None, help="instead of the variants: memoir+ (calibrated) at these subject margins, e.g. 0.02,0.08")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -125,7 +157,9 @@ def main() -> None:
     loaded = load_model(None)
     stream = make_stream(load_requests(args.data), args.num_edits, start=args.start).requests
     spec = get_editor_spec("memoir+")
-    editor: MemoirEditor = spec.build(loaded.model, loaded.tokenizer, spec.make_config(subject_calibrate=False))
+    # the variants build the calibrated table themselves; --misroutes routes as memoir+ does (calibrated)
+    own_table = args.misroutes or args.margins is not None
+    editor: MemoirEditor = spec.build(loaded.model, loaded.tokenizer, spec.make_config(**({} if own_table else {"subject_calibrate": False})))
     cfg = editor.config
     editor.prepare([r.irrelevant for r in stream if r.irrelevant])
     editor.check_requests(stream)
@@ -138,6 +172,9 @@ def main() -> None:
 
     if args.misroutes:
         misroutes(editor, stream, edits)
+        return
+    if args.margins is not None:
+        margins(editor, stream, [float(m) for m in args.margins.split(",")])
         return
     # per stored row: the calibrated table (as memoir+ builds it) and the real stand-ins' relation
     calibrated, real = SubjectTable(editor.width, calibrated=True), SubjectTable(editor.width)

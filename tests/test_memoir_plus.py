@@ -60,6 +60,7 @@ def test_memoir_stays_faithful_and_memoir_plus_turns_the_options_on():
     assert (plus.protect_tol, plus.lr) == (0.1, 4.0)  # the dev-slice choice (docs/tuning/memoir-plus.md)
     assert (plus.extra_iter, plus.early_stop_delta) == (10, 1.0)  # unconverged edits: the same docs, "extra_iter"
     assert (faithful.extra_iter, faithful.early_stop_delta) == (0, 1e-4)
+    assert (plus.subject_margin_growth, plus.subject_margin_from, faithful.subject_margin_growth) == (0.25, 300, 0.0)
     assert {"plus", "plus-reference-loop"} <= set(MemoirEditor.conformance_variants)
     editor = _editor("memoir+")
     assert editor.name == "memoir+" and editor.keys is not None and editor.features is not None
@@ -305,3 +306,27 @@ def test_extra_iter_steps_only_an_unconverged_edit_and_stops_once_it_converges()
     assert 3 < extra["iterations"] < 203 and extra["loss"] <= bar
     with pytest.raises(ConfigError, match="extra_iter"):
         MemoirConfig(extra_iter=-1)
+
+
+def test_the_subject_margin_grows_with_stored_edits_beyond_its_reference():
+    """Up to ``subject_margin_from`` stored masks the margin is ``subject_margin`` exactly (a stream of
+    that length routes as without the option); beyond, ``subject_margin_growth`` per tenfold, and routing
+    asks for it."""
+    editor = _editor("memoir+", subject_margin_growth=0.1, subject_margin_from=2)
+    editor.prepare([])
+    assert editor.subject_margin() == 0.02  # nothing stored
+    requests = _requests(18)
+    editor.remember(requests[:2])
+    assert editor.subject_margin() == 0.02
+    editor.remember(requests[2:])
+    stored = len(editor.database)
+    assert stored > 2 and editor.subject_margin() == pytest.approx(0.02 + 0.1 * np.log10(stored / 2))
+    batch = encode(editor.tokenizer, [r.prompt for r in requests], device=editor.device)
+    asked = []
+    original = editor.subjects.margins
+    editor.subjects.margins = lambda rows, queries, cosines, margin: asked.append(margin) or original(rows, queries, cosines, margin)
+    editor.routing_scores(batch)
+    assert asked == [pytest.approx(editor.subject_margin())]
+    for bad in ({"subject_margin_growth": -0.1}, {"subject_margin_from": 0}, {"subject_margin_from": 2.5}):
+        with pytest.raises(ConfigError):
+            MemoirConfig(**bad)

@@ -65,6 +65,10 @@ class MemoirConfig(EditorConfig):
     (``methods/memoir/subjects.py``); it needs each request's subject inside its prompt.
     ``subject_calibrate`` (needs ``subject_swaps`` ≥ 2): the margin is raised per edit by its best
     stand-in's own score against the other stand-ins (how close a prompt about another subject gets).
+    ``subject_margin_growth`` (0 = off): with more edits stored, more same-relation edits compete for a
+    prompt about another subject, and the best of them passes a fixed margin more often (CounterFact dev:
+    5 % of locality prompts at 300 stored edits, 20 % at 2,000), so the margin rises by this much for every
+    tenfold of stored edits beyond ``subject_margin_from``; up to that many it is ``subject_margin``.
     """
 
     layer: int | str | None = None  # official layer 27/32, scaled (a late layer stores facts, keeps routing sharp)
@@ -93,6 +97,8 @@ class MemoirConfig(EditorConfig):
     subject_swaps: int = 0  # rerank: stand-in subjects each edit's subject check is measured with (0: no check)
     subject_margin: float = 0.02  # ...and the query must be this much closer to the edit than to its bare relation
     subject_calibrate: bool = False  # ...plus, per edit, what its best stand-in scores (a neighbour's reach)
+    subject_margin_growth: float = 0.0  # ...plus this much per tenfold of stored edits beyond subject_margin_from
+    subject_margin_from: int = 300  # ...the number of stored edits the margin was chosen at
 
     easyedit_alg_names: ClassVar[tuple[str, ...]] = ("MEMOIR",)
     #: the keys of the MEMOIR authors' EasyEdit hparams (hparams/MEMOIR/llama3-8b.yaml)
@@ -132,6 +138,10 @@ class MemoirConfig(EditorConfig):
             raise ConfigError(f"MEMOIR rerank_tau must be a cosine in [-1, 1], not {self.rerank_tau!r}")
         if not is_number(self.subject_margin) or not 0 <= self.subject_margin <= 1:
             raise ConfigError(f"MEMOIR subject_margin must be a number in [0, 1], not {self.subject_margin!r}")
+        if not is_number(self.subject_margin_growth) or not 0 <= self.subject_margin_growth <= 1:
+            raise ConfigError(f"MEMOIR subject_margin_growth must be a number in [0, 1], not {self.subject_margin_growth!r}")
+        if isinstance(self.subject_margin_from, bool) or not isinstance(self.subject_margin_from, int) or self.subject_margin_from < 1:
+            raise ConfigError(f"MEMOIR subject_margin_from must be a whole number of edits >= 1, not {self.subject_margin_from!r}")
         if not is_number(self.protect_tol) or not 0 < self.protect_tol < 1:
             raise ConfigError(f"MEMOIR protect_tol must be a number in (0, 1), not {self.protect_tol!r}")
         if not is_number(self.tau) or not 0 <= self.tau <= 1:

@@ -35,6 +35,7 @@ The module, the split forward, the fast-path check, the routing hook and the sta
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
@@ -68,10 +69,13 @@ _NO_PROMPT = -4.0
 #: margin, all chosen on the ZsRE and CounterFact dev slices; then up to 10 more steps for an edit whose
 #: loss is still above early_stop_loss, which also ends an edit once its loss is that low (checked on all
 #: three dev slices, QAEdit's included); then the subject margin calibrated per edit by its stand-ins (it
-#: kept every rephrase of the three dev slices and cut CounterFact's locality prompts routed by a quarter)
+#: kept every rephrase of the three dev slices and cut CounterFact's locality prompts routed by a quarter);
+#: then the margin raised by .25 per tenfold of stored edits beyond 300 (CounterFact dev at 1,000 and 2,000
+#: stored edits: locality prompts on .140 -> ~.07 and .201 -> ~.11 for .006 and .004 of rephrases)
 PLUS: Mapping[str, Any] = {
     "protect": "nullspace", "protect_tol": 0.1, "lr": 4.0, "decay": "masked", "router": "rerank",
     "subject_swaps": 16, "subject_margin": 0.02, "subject_calibrate": True, "extra_iter": 10, "early_stop_delta": 1.0,
+    "subject_margin_growth": 0.25, "subject_margin_from": 300,
 }
 
 
@@ -479,11 +483,18 @@ class MemoirEditor(ModuleEditor):
         )
         threshold = cfg.rerank_tau
         if self.subjects is not None:
-            subject = self.subjects.margins(np.where(found, rows, -1), pooled, scores, cfg.subject_margin)
+            subject = self.subjects.margins(np.where(found, rows, -1), pooled, scores, self.subject_margin())
             # clipped at -2: still below every decision, and above every row without a candidate
             scores = np.where(found, np.maximum(np.minimum(scores - cfg.rerank_tau, subject), -2.0), scores)
             threshold = 0.0
         return rows, np.where(valid, scores, _NO_PROMPT), threshold
+
+    def subject_margin(self) -> float:
+        """The subject check's margin with the edits stored now: ``subject_margin``, plus
+        ``subject_margin_growth`` per tenfold beyond ``subject_margin_from`` stored masks."""
+        cfg: MemoirConfig = self.config
+        beyond = len(self.database) / cfg.subject_margin_from
+        return cfg.subject_margin + (cfg.subject_margin_growth * math.log10(beyond) if beyond > 1 else 0.0)
 
     def _decide(self, acts: torch.Tensor, prompt_mask: torch.Tensor) -> Route:
         best_rows, scores, threshold = self._best_overlaps(acts, prompt_mask)
