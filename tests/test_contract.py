@@ -79,4 +79,5 @@ def test_declared_attributes(monkeypatch):
     assert variants["memoir"]["plus"] == {
         "protect": "nullspace", "protect_tol": 0.1, "lr": 4.0, "decay": "masked", "router": "rerank",
         "subject_swaps": 16, "subject_margin": 0.02, "subject_calibrate": True, "extra_iter": 10, "early_stop_delta": 1.0,
+        "subject_margin_growth": 0.25, "subject_margin_from": 300,
     }  # issue 20
