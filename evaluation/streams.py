@@ -75,8 +75,9 @@ def make_stream(
     return Stream(tuple(pool), order)
 
 
-def _folded(text: str) -> str:
-    return " ".join(text.casefold().split())
+def folded(text: object) -> str:
+    """A text compared case- and whitespace-insensitively (subjects, targets, recorded answers)."""
+    return " ".join(str(text).casefold().split())
 
 
 def contested_edits(requests: Sequence[EditRequest]) -> frozenset[str]:
@@ -93,8 +94,8 @@ def contested_edits(requests: Sequence[EditRequest]) -> frozenset[str]:
     targets: dict[str, set[str]] = {}
     for r in requests:
         if r.subject and r.subject.strip():
-            targets.setdefault(_folded(r.subject), set()).add(_folded(r.target))
-    return frozenset(r.id for r in requests if r.subject and r.subject.strip() and len(targets[_folded(r.subject)]) > 1)
+            targets.setdefault(folded(r.subject), set()).add(folded(r.target))
+    return frozenset(r.id for r in requests if r.subject and r.subject.strip() and len(targets[folded(r.subject)]) > 1)
 
 
 def locality_in_reach(requests: Sequence[EditRequest], stored: int | None = None) -> dict[str, tuple[tuple[int, str], ...]]:

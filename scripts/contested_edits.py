@@ -28,14 +28,10 @@ import click
 
 from editkit.data import load_requests
 from editkit.errors import EditkitError
-from editkit.evaluation.streams import Stream, contested_edits, locality_in_reach, make_stream
+from editkit.evaluation.streams import Stream, contested_edits, folded, locality_in_reach, make_stream
 from editkit.reports.curves import routed_by_edits, split_by_edits
 from editkit.reports.loading import MethodRun, load_directory
 from editkit.requests import EditRequest
-
-
-def _folded(text: str) -> str:
-    return " ".join(str(text).casefold().split())
 
 
 def rewritten_locality(requests: Sequence[EditRequest], reach: dict, stored: int) -> frozenset[str]:
@@ -44,10 +40,10 @@ def rewritten_locality(requests: Sequence[EditRequest], reach: dict, stored: int
     originals: dict[str, set[str]] = {}
     for r in requests[:stored]:
         if r.subject and "ground_truth" in r.meta:
-            originals.setdefault(r.subject.strip(), set()).add(_folded(r.meta["ground_truth"]))
+            originals.setdefault(r.subject.strip(), set()).add(folded(r.meta["ground_truth"]))
     by_id = {r.id: r for r in requests}
     return frozenset(
-        edit for edit, hits in reach.items() if any(_folded(by_id[edit].locality[i][1]) in originals.get(subject, ()) for i, subject in hits)
+        edit for edit, hits in reach.items() if any(folded(by_id[edit].locality[i][1]) in originals.get(subject, ()) for i, subject in hits)
     )
 
 

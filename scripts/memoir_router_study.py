@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from editkit.batching import encode
 from editkit.data import load_requests
-from editkit.evaluation.streams import locality_in_reach, make_stream
+from editkit.evaluation.streams import folded, locality_in_reach, make_stream
 from editkit.locate.subjects import subject_last_index
 from editkit.methods.memoir import MemoirEditor
 from editkit.methods.memoir.subjects import SWAP_SUBJECTS, SubjectTable, swapped_prompts
@@ -89,8 +89,16 @@ def real_stand_ins(stream: list[EditRequest], count: int) -> list[list[str]]:
     return out
 
 
-def _folded(text: str) -> str:
-    return " ".join(text.casefold().split())
+def route(editor: MemoirEditor, queries: Queries, margin: float, table: SubjectTable | None = None,
+          tau: float | None = None, rerank_tau: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The re-rank + subject-check decision for each query, as ``MemoirEditor._best_overlaps`` makes it,
+    with any of its numbers or its subject table replaced: (memory on, chosen row or −1 without a
+    candidate)."""
+    cfg = editor.config
+    tau, rerank_tau, table = cfg.tau if tau is None else tau, cfg.rerank_tau if rerank_tau is None else rerank_tau, editor.subjects if table is None else table
+    rows, cosines, found = editor.features.rerank(queries.overlaps, queries.pooled, tau * editor.k, cfg.rerank_candidates, editor.k)
+    chosen = np.where(found, rows, -1)
+    return found & (cosines >= rerank_tau) & (table.margins(chosen, queries.pooled, cosines, margin) >= 0), chosen
 
 
 def misroutes(editor: MemoirEditor, stream: list[EditRequest], edits: list[EditRequest]) -> None:
@@ -103,18 +111,16 @@ def misroutes(editor: MemoirEditor, stream: list[EditRequest], edits: list[EditR
     queries = Queries(editor, questions)
     rows, _, _ = editor.features.rerank(queries.overlaps, queries.pooled, cfg.tau * editor.k, cfg.rerank_candidates, editor.k)
     wrong = [(q, own, edits[row]) for q, (row_own, own), row in zip(questions, owners, rows) if row >= 0 and row != row_own]
-    same = [(q, own, other) for q, own, other in wrong if _folded(own.subject or "") == _folded(other.subject or "")]
-    answer = [(q, own, other) for q, own, other in same if _folded(own.target) != _folded(other.target)]
-    verbatim = [(q, own, other) for q, own, other in answer if _folded(q) == _folded(other.prompt)]
+    same = [(q, own, other) for q, own, other in wrong if folded(own.subject or "") == folded(other.subject or "")]
+    answer = [(q, own, other) for q, own, other in same if folded(own.target) != folded(other.target)]
+    verbatim = [(q, own, other) for q, own, other in answer if folded(q) == folded(other.prompt)]
     print(f"{len(questions)} rephrases; {len(wrong)} reach another edit than their own, {len(same)} of them an edit of the same subject, "
           f"{len(answer)} of those with another target, {len(verbatim)} of those word for word its prompt")
     # locality prompts the memory switches on, split by whether they name another edit's subject
     reach = locality_in_reach(stream)
     prompts = [(r.id, i, p) for r in stream for i, (p, _) in enumerate(r.locality)]
     local = Queries(editor, [p for _, _, p in prompts])
-    rows, cosines, found = editor.features.rerank(local.overlaps, local.pooled, cfg.tau * editor.k, cfg.rerank_candidates, editor.k)
-    chosen = np.where(found, rows, -1)
-    on = found & (cosines >= cfg.rerank_tau) & (editor.subjects.margins(chosen, local.pooled, cosines, editor.subject_margin()) >= 0)
+    on, _ = route(editor, local, editor.subject_margin())
     named = np.array([any(i == index for index, _ in reach.get(edit, ())) for edit, i, _ in prompts], dtype=bool)
     print(f"{len(prompts)} locality prompts, {int(on.sum())} switch the memory on; {int(named.sum())} name another edit's subject, "
           f"{int((on & named).sum())} of them on; of the {int((~named).sum())} others, {int((on & ~named).sum())} on")
@@ -125,20 +131,13 @@ def misroutes(editor: MemoirEditor, stream: list[EditRequest], edits: list[EditR
 def margins(editor: MemoirEditor, stream: list[EditRequest], values: list[float]) -> None:
     """memoir+'s router (calibrated subject check) at other subject margins: the share of rephrases on
     (and on their own edit) and of locality prompts on; only the stored tables memoir+ builds itself."""
-    cfg = editor.config
     owners = np.array([editor.edit_rows[i] for i, r in enumerate(stream) for _ in r.rephrases])
     rephrases = Queries(editor, [q for r in stream for q in r.rephrases])
     locality = Queries(editor, [p for r in stream for p, _ in r.locality])
-
-    def decide(queries: Queries, margin: float) -> tuple[np.ndarray, np.ndarray]:
-        rows, cosines, found = editor.features.rerank(queries.overlaps, queries.pooled, cfg.tau * editor.k, cfg.rerank_candidates, editor.k)
-        chosen = np.where(found, rows, -1)
-        return found & (cosines >= cfg.rerank_tau) & (editor.subjects.margins(chosen, queries.pooled, cosines, margin) >= 0), chosen
-
     print(f"{len(stream)} edits: {len(owners)} rephrases, {len(locality.tokens)} locality prompts")
     print("| subject margin (calibrated) | rephrases on | ... to their own edit | locality on |\n|---|---|---|---|")
     for margin in values:
-        (on, chosen), (outside, _) = decide(rephrases, margin), decide(locality, margin)
+        (on, chosen), (outside, _) = route(editor, rephrases, margin), route(editor, locality, margin)
         print(f"| {margin:.3f} | {on.mean():.3f} | {(on & (chosen == owners)).mean():.3f} | {outside.mean():.3f} |")
 
 
@@ -195,9 +194,7 @@ def main() -> None:
     def rule(tau: float = cfg.tau, rerank_tau: float = cfg.rerank_tau, margin: float = cfg.subject_margin,
              table: SubjectTable = editor.subjects, token: float | None = None) -> Rule:
         def decide(queries: Queries) -> tuple[np.ndarray, np.ndarray]:
-            rows, cosines, found = editor.features.rerank(queries.overlaps, queries.pooled, tau * editor.k, cfg.rerank_candidates, editor.k)
-            chosen = np.where(found, rows, -1)
-            on = found & (cosines >= rerank_tau) & (table.margins(chosen, queries.pooled, cosines, margin) >= 0)
+            on, chosen = route(editor, queries, margin, table, tau, rerank_tau)
             if token is not None:
                 sims = np.array([float((queries.tokens[q] @ subject_tokens[max(r, 0)]).max()) for q, r in enumerate(chosen)])
                 on &= sims >= token
