@@ -240,17 +240,20 @@ def tune(ctx: click.Context, method: str, grid_items: tuple[str, ...], dev_slice
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Report directory [default: DIR/report; required with several DIRs].")
 @click.option("--allow-mixed", is_flag=True, help="Merge runs of different models, datasets, streams, schedules or scorers; the caption states the differences.")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Draw the figures (PNG and SVG).")
-def report(directories: tuple[Path, ...], fmt: str, out: Path | None, allow_mixed: bool, plots: bool) -> None:
+@click.option("--stream", "stream", metavar="SLICE", default=None, help="The slice the runs edited (NAME[@START:COUNT], e.g. default@0:300): adds a table of scores over its contested edits and locality prompts in reach.")
+def report(directories: tuple[Path, ...], fmt: str, out: Path | None, allow_mixed: bool, plots: bool, stream: str | None) -> None:
     """Tables and figures from one or more run or compare directories (merged when they compare), or of a
     whole grid or --seeds root (one table per model, dataset, schedule and scorer, mean ± std over seeds)."""
     from editkit.reports.grid import is_root
     from editkit.reports.report import build_report, default_out, write_report
 
     if len(directories) == 1 and is_root(directories[0]):
+        if stream is not None:
+            raise EditkitError(f"--stream: {directories[0]} is a grid or --seeds root; pass one of its run directories")
         _report_root(directories[0], fmt, out, plots)
         return
     target = out if out is not None else default_out(directories)
-    built = build_report(directories, allow_mixed=allow_mixed)
+    built = build_report(directories, allow_mixed=allow_mixed, stream=stream)
     write_report(built, target, plots=plots)
     click.echo(built.text(fmt), nl=False)
     for note in built.notes:

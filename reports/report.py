@@ -19,6 +19,7 @@ from editkit.evaluation.rundir import claim
 
 from .figures import bar_chart, cost_figure, forgetting_figure, position_figure
 from .formats import FORMATS, Table, render, render_markdown
+from .contested import contested_table, load_stream
 from .loading import load_directory
 from .merging import Series, combine
 from .routing import RoutingStats, routing_stats, routing_table
@@ -29,7 +30,7 @@ from .tables import ordered_scorers, results_tables
 REPORT_DIR = "report"
 #: the names a report writes (tables, figures, report.md): an earlier report's file of one of these names
 #: that this report did not rewrite is removed, so a directory never shows figures of runs no longer in it
-_OWN_TABLES = ("table", "routing")
+_OWN_TABLES = ("table", "routing", "contested")
 _OWN_FIGURES = ("bars", "cost", "*-cost", "position-*", "forgetting-*", "*-forgetting-*", "routing-scores", "routing-roc")
 
 
@@ -39,14 +40,16 @@ class Report:
     tables: list[Table]
     routing: list[RoutingStats]
     routing_table: Table | None
+    #: the runs' scores split over the stream's contested edits (``--stream``), or None
+    contested: Table | None = None
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def text(self, fmt: str = "md") -> str:
         """What the command prints: the result tables in ``fmt``, and in Markdown the routing table too."""
         out = render(self.tables, fmt)
-        if fmt == "md" and self.routing_table is not None:
-            out += "\n" + render_markdown([self.routing_table])
+        if fmt == "md":
+            out += "".join("\n" + render_markdown([t]) for t in (self.routing_table, self.contested) if t is not None)
         return out
 
 
@@ -56,11 +59,16 @@ def default_out(directories: Sequence[Path]) -> Path:
     return directories[0] / REPORT_DIR
 
 
-def build_report(directories: Sequence[Path], allow_mixed: bool = False) -> Report:
-    """Read, check and merge the directories and compute every table; nothing is written."""
+def build_report(directories: Sequence[Path], allow_mixed: bool = False, stream: str | None = None) -> Report:
+    """Read, check and merge the directories and compute every table; nothing is written. ``stream``: the
+    slice the runs edited (``NAME[@START:COUNT]``), for the contested-edits table (:mod:`.contested`)."""
     series = combine([load_directory(Path(d)) for d in directories], allow_mixed=allow_mixed)
     stats = [st for st in (routing_stats(s) for s in series) if st is not None]
-    return Report(series, results_tables(series), stats, routing_table(stats) if stats else None)
+    report = Report(series, results_tables(series), stats, routing_table(stats) if stats else None)
+    if stream is not None:
+        report.contested, notes = contested_table(series, *load_stream(stream))
+        report.notes += notes
+    return report
 
 
 def write_report(report: Report, out: Path, plots: bool = True) -> Report:
@@ -104,6 +112,10 @@ def write_report(report: Report, out: Path, plots: bool = True) -> Report:
             sections += _figures(routing, out, report)
     else:
         report.notes.append("routing: no method in these directories wrote routing.jsonl")
+    if report.contested is not None:
+        for fmt in FORMATS:
+            report.files.append(_write(out / f"contested.{fmt}", render([report.contested], fmt)))
+        sections.append(render_markdown([report.contested]))
     if report.notes:
         sections += ["## Notes", "", *(f"- {n}" for n in report.notes), ""]
     report.files.append(_write(out / "report.md", "\n".join(sections)))

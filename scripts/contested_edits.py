@@ -1,4 +1,8 @@
-"""How many edits of a stream are contested, and how each method's scores split over them.
+"""How many edits of a stream are contested, and how each method's scores split over them, at any checkpoint.
+
+``editkit report DIR --stream SLICE`` gives the same split at each run's last checkpoint as a report table
+(:mod:`editkit.reports.contested`, which computes the counts for both); this script also splits at an
+earlier checkpoint (``--step``).
 
     python scripts/contested_edits.py --data default --num-edits 300 [--start S] [--step N] [RUN_DIR ...]
 
@@ -22,44 +26,23 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Sequence
 
 import click
 
 from editkit.data import load_requests
 from editkit.errors import EditkitError
-from editkit.evaluation.streams import Stream, contested_edits, folded, locality_in_reach, make_stream
+from editkit.evaluation.streams import Stream, make_stream
+from editkit.reports.contested import stream_facts
 from editkit.reports.curves import routed_by_edits, split_by_edits
 from editkit.reports.loading import MethodRun, load_directory
-from editkit.requests import EditRequest
-
-
-def rewritten_locality(requests: Sequence[EditRequest], reach: dict, stored: int) -> frozenset[str]:
-    """Edits with a locality prompt whose answer an edit (of the first ``stored``) of the subject it names
-    rewrote: that edit's recorded original answer, ``meta["ground_truth"]``, is the prompt's answer."""
-    originals: dict[str, set[str]] = {}
-    for r in requests[:stored]:
-        if r.subject and "ground_truth" in r.meta:
-            originals.setdefault(r.subject.strip(), set()).add(folded(r.meta["ground_truth"]))
-    by_id = {r.id: r for r in requests}
-    return frozenset(
-        edit for edit, hits in reach.items() if any(folded(by_id[edit].locality[i][1]) in originals.get(subject, ()) for i, subject in hits)
-    )
 
 
 def describe(stream: Stream, name: str, start: int, stored: int) -> tuple[frozenset[str], frozenset[str]]:
     """Print the stream's counts; return the contested edits and the edits with a locality prompt in reach."""
-    requests = stream.requests
-    contested = contested_edits(requests[:stored])
-    reach = locality_in_reach(requests, stored)
-    prompts = sum(len(r.locality) for r in requests)
-    named = sum(len(hits) for hits in reach.values())
-    print(f"stream {name} [{start}:{start + len(stream)}], hash {stream.hash[:8]}, first {stored} edits: {len(contested)} contested "
-          f"({len(contested) / stored:.1%})")
-    print(f"locality prompts (all {len(stream)} edits') naming one of their subjects: {named} of {prompts} ({named / max(prompts, 1):.1%}), "
-          f"in {len(reach)} edits; of those edits, with a prompt whose answer that subject's edit rewrote: "
-          f"{len(rewritten_locality(requests, reach, stored))}")
-    return contested, frozenset(reach)
+    facts = stream_facts(stream, name, start, stored)
+    for line in facts.lines():
+        print(line)
+    return facts.contested, facts.reach
 
 
 def split_line(run: MethodRun, scorer: str, step: int, contested: frozenset[str], reach: frozenset[str]) -> str:

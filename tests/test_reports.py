@@ -432,3 +432,58 @@ def test_harness_writes_routing_scores_for_memoir_only(tmp_path):
     report = write_report(build_report([tmp_path]), tmp_path / "report")
     assert [st.series.method for st in report.routing] == ["memoir"]
     assert (tmp_path / "report" / "routing-scores.png").is_file()
+
+
+# ------------------------------------------------------------------------------------ contested edits
+def toy_stream_file(path: Path) -> Path:
+    """Six editkit-format records e0..e5: e0 and e3 give subject Foo two targets (contested); e1's locality
+    prompt names e2's subject Bar and asks the fact e2 rewrote (its ground_truth), e4's names e5's Baz."""
+    def record(i, subject, target, locality, **meta):
+        return {"id": f"e{i}", "prompt": f"Where does {subject} live?", "target": target, "subject": subject,
+                "rephrases": [f"{subject} lives where?"], "locality": [{"prompt": locality[0], "answer": locality[1]}], "meta": meta}
+
+    records = [
+        record(0, "Foo", "Paris", ("Qux lives in", "Lima")),
+        record(1, "Zed", "Rome", ("Bar lives in", "Oslo")),
+        record(2, "Bar", "Kyiv", ("Quxley lives in", "Bonn"), ground_truth="Oslo"),
+        record(3, "Foo", "Nice", ("Qux lives in", "Lima")),
+        record(4, "Ann", "Bern", ("Baz lives in", "Riga")),
+        record(5, "Baz", "Cork", ("Qux lives in", "Lima")),
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_report_splits_scores_over_contested_edits_and_locality_in_reach(editkit, tmp_path):
+    from editkit.data import load_requests
+    from editkit.evaluation.streams import make_stream
+    from editkit.reports.contested import stream_facts
+
+    data = toy_stream_file(tmp_path / "toy.jsonl")
+    stream = make_stream(load_requests(str(data)))
+    facts = stream_facts(stream, str(data), 0)
+    assert (facts.contested, facts.reach, facts.rewritten) == ({"e0", "e3"}, {"e1", "e4"}, {"e1"})
+    assert stream_facts(stream, str(data), 0, stored=4).reach == {"e1"}  # Baz (e5) not edited by step 4
+    on = [0.2, 0.6, 0.7, 0.1, 0.8, 0.3]  # locality prompts' scores against .5: e1, e2, e4 on
+    routed = [{**row, "edit_id": f"e{i}"} for i, row in enumerate(routing_rows(N, [], on, 0.5))]
+    root = make_compare(tmp_path / "cmp", {"alpha": 0.3}, stream=stream.hash, scorers=("tf",), routing={"alpha": routed})
+    report = build_report([root], stream=f"{data}@0:6")
+    (row,) = report.contested.rows
+    tf = {i: {m: value(0.3, N, i, m, "tf") for m in METRICS} for i in range(N)}
+    mean = lambda ids, m: sum(tf[i][m] for i in ids) / len(ids)  # noqa: E731
+    assert row.label == "alpha" and row.values[:2] == ("tf (teacher-forced token accuracy)", N)
+    assert row.values[2:8] == pytest.approx([
+        mean([0, 3], "reliability"), mean([1, 2, 4, 5], "reliability"),
+        mean([0, 3], "generalization"), mean([1, 2, 4, 5], "generalization"),
+        mean([1, 4], "locality"), mean([0, 2, 3, 5], "locality"),
+    ])
+    assert row.values[8:] == pytest.approx([1.0, 0.25])  # in reach e1, e4 both on; of e0, e2, e3, e5 only e2
+    written = write_report(report, tmp_path / "out", plots=False)
+    assert (tmp_path / "out" / "contested.csv").is_file() and "2 contested and 2 with a locality prompt" in (tmp_path / "out" / "report.md").read_text()
+    assert "rel contested" in written.text("md")
+    # a slice other than the one the runs edited is refused before anything is written
+    with pytest.raises(EditkitError, match="not on this one"):
+        build_report([root], stream=f"{data}@0:5")
+    code, _, err = editkit("report", root, "--stream", f"{data}@1:5", "--out", tmp_path / "never")
+    assert_one_line_error(code, err, "--stream", "not on this one")
+    assert not (tmp_path / "never").exists()
