@@ -21,7 +21,8 @@ many of the scored prompts (edit prompts, rephrases, locality prompts) change th
 first row: where none does, a trained run scores exactly the same under either.
 
 ``--margins M1,M2,...`` prints instead memoir+'s own router at those subject margins (a quick table for a
-long stream). ``--misroutes`` prints instead which rephrases reach another edit than their own under memoir+'s re-rank,
+long stream); ``--rivals L:S,...`` at its own margin with those ``rival_lead:rival_same_subject`` checks
+(the first row without one). ``--misroutes`` prints instead which rephrases reach another edit than their own under memoir+'s re-rank,
 and whether that edit has the same subject and another target (docs/tuning/memoir-plus.md, "Siblings").
 """
 
@@ -90,15 +91,21 @@ def real_stand_ins(stream: list[EditRequest], count: int) -> list[list[str]]:
 
 
 def route(editor: MemoirEditor, queries: Queries, margin: float, table: SubjectTable | None = None,
-          tau: float | None = None, rerank_tau: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+          tau: float | None = None, rerank_tau: float | None = None, rival: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The re-rank + subject-check decision for each query, as ``MemoirEditor._best_overlaps`` makes it,
-    with any of its numbers or its subject table replaced: (memory on, chosen row or −1 without a
+    with any of its numbers or its subject table replaced, and ``rival`` the (``rival_lead``,
+    ``rival_same_subject``) check (default: the editor's own): (memory on, chosen row or −1 without a
     candidate)."""
     cfg = editor.config
     tau, rerank_tau, table = cfg.tau if tau is None else tau, cfg.rerank_tau if rerank_tau is None else rerank_tau, editor.subjects if table is None else table
-    rows, cosines, found = editor.features.rerank(queries.overlaps, queries.pooled, tau * editor.k, cfg.rerank_candidates, editor.k)
+    lead, same = (cfg.rival_lead, cfg.rival_same_subject) if rival is None else rival
+    shortlists: list = []
+    rows, cosines, found = editor.features.rerank(queries.overlaps, queries.pooled, tau * editor.k, cfg.rerank_candidates, editor.k, shortlists)
     chosen = np.where(found, rows, -1)
-    return found & (cosines >= rerank_tau) & (table.margins(chosen, queries.pooled, cosines, margin) >= 0), chosen
+    on = found & (cosines >= rerank_tau) & (table.margins(chosen, queries.pooled, cosines, margin) >= 0)
+    if lead:
+        on &= table.rival_leads(shortlists, chosen, editor.features.matrix, same) >= lead
+    return on, chosen
 
 
 def misroutes(editor: MemoirEditor, stream: list[EditRequest], edits: list[EditRequest]) -> None:
@@ -128,17 +135,20 @@ def misroutes(editor: MemoirEditor, stream: list[EditRequest], edits: list[EditR
         print(f"- {q!r}\n    own:     {own.prompt!r} -> {own.target!r}\n    reached: {other.prompt!r} -> {other.target!r}")
 
 
-def margins(editor: MemoirEditor, stream: list[EditRequest], values: list[float]) -> None:
-    """memoir+'s router (calibrated subject check) at other subject margins: the share of rephrases on
-    (and on their own edit) and of locality prompts on; only the stored tables memoir+ builds itself."""
+def margins(editor: MemoirEditor, stream: list[EditRequest], values: list[float], rivals: list[tuple[float, float]] | None = None) -> None:
+    """memoir+'s router (calibrated subject check, growing margin) at other subject margins, or at its own
+    margin with other (``rival_lead``, ``rival_same_subject``) checks: the share of rephrases on (and on
+    their own edit) and of locality prompts on; only the stored tables memoir+ builds itself."""
     owners = np.array([editor.edit_rows[i] for i, r in enumerate(stream) for _ in r.rephrases])
     rephrases = Queries(editor, [q for r in stream for q in r.rephrases])
     locality = Queries(editor, [p for r in stream for p, _ in r.locality])
     print(f"{len(stream)} edits: {len(owners)} rephrases, {len(locality.tokens)} locality prompts")
-    print("| subject margin (calibrated) | rephrases on | ... to their own edit | locality on |\n|---|---|---|---|")
-    for margin in values:
-        (on, chosen), (outside, _) = route(editor, rephrases, margin), route(editor, locality, margin)
-        print(f"| {margin:.3f} | {on.mean():.3f} | {(on & (chosen == owners)).mean():.3f} | {outside.mean():.3f} |")
+    settings = [(m, None) for m in values] + [(editor.subject_margin(), r) for r in rivals or ()]
+    print("| subject margin (calibrated) | rival lead, same subject at | rephrases on | ... to their own edit | locality on |\n|---|---|---|---|---|")
+    for margin, rival in settings:
+        (on, chosen), (outside, _) = route(editor, rephrases, margin, rival=rival), route(editor, locality, margin, rival=rival)
+        shown = "off" if rival is None or not rival[0] else f"{rival[0]:.2f}, {rival[1]:.2f}"
+        print(f"| {margin:.3f} | {shown} | {on.mean():.3f} | {(on & (chosen == owners)).mean():.3f} | {outside.mean():.3f} |")
 
 
 def main() -> None:
@@ -149,6 +159,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--misroutes", action="store_true", help="instead of the variants: memoir+'s misrouted rephrases, counted and listed")
     parser.add_argument("--margins", default=None, help="instead of the variants: memoir+ (calibrated) at these subject margins, e.g. 0.02,0.08")
+    parser.add_argument("--rivals", default=None, help="instead of the variants: memoir+ at its own margin with these rival_lead:rival_same_subject checks, e.g. 0.1:0.5,0.2:0.5")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -157,7 +168,7 @@ def main() -> None:
     stream = make_stream(load_requests(args.data), args.num_edits, start=args.start).requests
     spec = get_editor_spec("memoir+")
     # the variants build the calibrated table themselves; --misroutes routes as memoir+ does (calibrated)
-    own_table = args.misroutes or args.margins is not None
+    own_table = args.misroutes or args.margins is not None or args.rivals is not None
     editor: MemoirEditor = spec.build(loaded.model, loaded.tokenizer, spec.make_config(**({} if own_table else {"subject_calibrate": False})))
     cfg = editor.config
     editor.prepare([r.irrelevant for r in stream if r.irrelevant])
@@ -172,8 +183,9 @@ def main() -> None:
     if args.misroutes:
         misroutes(editor, stream, edits)
         return
-    if args.margins is not None:
-        margins(editor, stream, [float(m) for m in args.margins.split(",")])
+    if args.margins is not None or args.rivals is not None:
+        rivals = [tuple(float(x) for x in item.split(":")) for item in args.rivals.split(",")] if args.rivals else []
+        margins(editor, stream, [float(m) for m in args.margins.split(",")] if args.margins else [], [(0.0, 0.5), *rivals] if rivals else None)
         return
     # per stored row: the calibrated table (as memoir+ builds it) and the real stand-ins' relation
     calibrated, real = SubjectTable(editor.width, calibrated=True), SubjectTable(editor.width)

@@ -68,7 +68,8 @@ def test_memoir_stays_faithful_and_memoir_plus_turns_the_options_on():
 
 def test_config_refuses_bad_options():
     for bad in ({"protect": "all"}, {"router": "cosine"}, {"rerank_feature": "max"}, {"rerank_tau": 1.5},
-                {"protect_tol": 0}, {"protect_tol": 1}, {"rerank_candidates": 0}, {"protect_keys": "prompt"}):
+                {"protect_tol": 0}, {"protect_tol": 1}, {"rerank_candidates": 0}, {"protect_keys": "prompt"},
+                {"rival_lead": -0.1}, {"rival_same_subject": 2}):
         with pytest.raises(ConfigError):
             MemoirConfig(**bad)
 
@@ -330,3 +331,42 @@ def test_the_subject_margin_grows_with_stored_edits_beyond_its_reference():
     for bad in ({"subject_margin_growth": -0.1}, {"subject_margin_from": 0}, {"subject_margin_from": 2.5}):
         with pytest.raises(ConfigError):
             MemoirConfig(**bad)
+
+
+def test_rival_lead_is_the_chosen_cosine_over_other_subjects_candidates():
+    table = SubjectTable(3)
+    features = F.normalize(torch.tensor([[1.0, 0, 0], [0, 0, 1.0], [0.9, 0, 0.1]]), dim=1)
+    table.relations = torch.tensor([[0.0, 1, 0]] * 3)  # one relation; subject parts f - r
+    # row 2 is row 0's sibling (parts' cosine .99); row 1 another subject (.5 with row 0)
+    shortlists = [(np.array([0, 1, 2]), np.array([0.9, 0.7, 0.85])), (np.array([1]), np.array([0.8])), (np.zeros(0, np.int64), np.zeros(0))]
+    rows = np.array([0, 1, -1])
+    leads = table.rival_leads(shortlists, rows, features, same_subject=0.6)
+    assert leads[0] == pytest.approx(0.2) and leads[1] == np.inf and leads[2] == np.inf  # the sibling is no rival
+    assert table.rival_leads(shortlists, rows, features, same_subject=0.4)[0] == np.inf  # now row 1 counts as the subject
+    reranked = []
+    FeatureTable.rerank(_table(features), np.array([[9, 8, 7]], dtype=np.uint16), torch.tensor([[1.0, 0, 0]]), 5, 3, 10, reranked)
+    assert reranked[0][0].tolist() == [0, 1, 2] and reranked[0][1] == pytest.approx([1.0, 0.0, features[2, 0].item()])
+    with pytest.raises(ConfigError, match="rival_lead needs the subject check"):
+        MemoirConfig(router="rerank", rival_lead=0.1)
+
+
+def _table(features: torch.Tensor) -> FeatureTable:
+    table = FeatureTable(features.shape[1])
+    for row in features:
+        table.add(row)
+    return table
+
+
+def test_rival_check_only_lowers_routing_scores_and_routing_follows_them():
+    requests = _requests(9)
+    plain, rival = (_editor(router="rerank", tau=0.5, n_iter=2, subject_swaps=4, rival_lead=lead) for lead in (0.0, 0.3))
+    for request in requests:
+        plain.edit(request)
+        rival.edit(request)
+    prompts = [r.prompt for r in requests] + ["Grass is", "The capital of Ulm is", "Tell me: Zed plays the"]
+    batch = encode(rival.tokenizer, prompts, ["xyz"] * len(prompts))
+    before, after = plain.routing_scores(batch), rival.routing_scores(batch)
+    assert all(a <= b + 1e-9 for a, b in zip(after.scores, before.scores))
+    assert any(a < b - 1e-6 for a, b in zip(after.scores, before.scores))  # it acts: some query has a close rival
+    routed = [not torch.equal(a, b) for a, b in zip(rival.logits(batch), _editor().logits(batch))]
+    assert routed == [s >= after.threshold for s in after.scores]

@@ -89,6 +89,7 @@ class MemoirEditor(ModuleEditor):
         "reference-loop": {"fast_edit": False},
         "plus": PLUS,
         "plus-reference-loop": {**PLUS, "fast_edit": False},
+        "plus-rival": {**PLUS, "rival_lead": 0.1},
     }
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, config: MemoirConfig | None = None):
@@ -463,7 +464,8 @@ class MemoirEditor(ModuleEditor):
         threshold ⇔ the memory is on). ``overlap``: the best-overlapping mask, overlap / k, τ. ``rerank``:
         of the ``rerank_candidates`` best masks reaching τ, the one whose stored feature has the highest
         cosine with the query's, that cosine, ``rerank_tau``; with the subject check, the smaller of the two
-        margins ``cos − rerank_tau`` and the subject check's, against 0 (on only when both pass). A
+        margins ``cos − rerank_tau`` and the subject check's (with ``rival_lead``, also the chosen cosine's lead
+        over other subjects' candidates less ``rival_lead``), against 0 (on only when all pass). A
         row with no candidate scores its overlap − ``NO_CANDIDATE`` (below any of those), a row without prompt
         tokens −1 (overlap) or ``_NO_PROMPT`` (rerank): never routed.
 
@@ -474,16 +476,22 @@ class MemoirEditor(ModuleEditor):
         if pooled is None:
             best_rows, overlaps = self.database.best(queries)
             return best_rows, np.where(valid, overlaps / self.k, -1.0), cfg.tau
+        shortlists: list[tuple[np.ndarray, np.ndarray]] | None = [] if self.subjects is not None and cfg.rival_lead else None
         rows, scores, found = self.features.rerank(
             self.database.overlaps(queries) if len(self.database) else np.zeros((len(queries), 0), np.uint16),
             pooled,
             min_overlap=cfg.tau * self.k,
             candidates=cfg.rerank_candidates,
             k=self.k,
+            shortlists=shortlists,
         )
         threshold = cfg.rerank_tau
         if self.subjects is not None:
-            subject = self.subjects.margins(np.where(found, rows, -1), pooled, scores, self.subject_margin())
+            chosen = np.where(found, rows, -1)
+            subject = self.subjects.margins(chosen, pooled, scores, self.subject_margin())
+            if shortlists is not None:  # and the lead over other subjects' candidates
+                leads = self.subjects.rival_leads(shortlists, chosen, self.features.matrix, cfg.rival_same_subject)
+                subject = np.minimum(subject, leads - cfg.rival_lead)
             # clipped at -2: still below every decision, and above every row without a candidate
             scores = np.where(found, np.maximum(np.minimum(scores - cfg.rerank_tau, subject), -2.0), scores)
             threshold = 0.0

@@ -42,14 +42,17 @@ class FeatureTable:
         self.matrix = torch.cat([self.matrix, unit])
 
     def rerank(
-        self, overlaps: np.ndarray, queries: torch.Tensor, min_overlap: float, candidates: int, k: int
+        self, overlaps: np.ndarray, queries: torch.Tensor, min_overlap: float, candidates: int, k: int,
+        shortlists: list[tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For each query ([Q, N] overlap counts, [Q, D] pooled features): the chosen row, its score, and
         whether it had a candidate.
 
         Candidates are the ``candidates`` rows of largest overlap (earliest first on ties) with an overlap
         ≥ ``min_overlap``; the chosen one has the largest cosine, which is the score. Without a candidate,
-        the row is the best-overlapping one and the score ``overlap / k − NO_CANDIDATE``."""
+        the row is the best-overlapping one and the score ``overlap / k − NO_CANDIDATE``. ``shortlists``,
+        when given, receives each query's candidate rows and their cosines (empty without a candidate),
+        for checks that look past the chosen one (:func:`.subjects.rival_leads`)."""
         count, stored = overlaps.shape
         if stored != len(self):
             raise ValueError(f"{stored} stored masks but {len(self)} stored features")
@@ -57,16 +60,20 @@ class FeatureTable:
         scores = np.full(count, -NO_CANDIDATE, dtype=np.float64)
         found = np.zeros(count, dtype=bool)
         if stored == 0:
+            if shortlists is not None:
+                shortlists += [(np.zeros(0, np.int64), np.zeros(0))] * count
             return rows, scores, found
         order = np.argsort(-overlaps.astype(np.int64), axis=1, kind="stable")[:, :candidates]
         units = F.normalize(queries.detach().float().cpu(), dim=1)
         for q in range(count):
             shortlist = order[q][overlaps[q, order[q]] >= min_overlap]
+            cosines = (self.matrix[torch.from_numpy(shortlist)] @ units[q]).double().numpy() if shortlist.size else np.zeros(0)
+            if shortlists is not None:
+                shortlists.append((shortlist, cosines))
             if shortlist.size == 0:
                 rows[q] = order[q, 0]
                 scores[q] = overlaps[q, rows[q]] / k - NO_CANDIDATE
                 continue
-            cosines = (self.matrix[torch.from_numpy(shortlist)] @ units[q]).double().numpy()
             best = int(np.argmax(cosines))  # the first (best-overlapping) on ties
             rows[q], scores[q], found[q] = shortlist[best], float(cosines[best]), True
         return rows, scores, found
